@@ -1,0 +1,24 @@
+"""CNN Lens classroom: the Streamlit entry point (``streamlit run apps/streamlit_app.py``).
+
+Thin by design: each lesson is one file under ``apps/pages/``; the maths lives in ``core``.
+"""
+
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # make `core` importable under `streamlit run`
+
+PAGES = {
+    "CNN Lens": [
+        st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    ],
+    "Lessons": [
+    ],
+    "Inside a trained network": [
+    ],
+}
+
+st.set_page_config(page_title="CNN Lens", page_icon=":material/visibility:", layout="wide")
+st.navigation({k: v for k, v in PAGES.items() if v}).run()

@@ -1,0 +1,271 @@
+"""Model zoo: named specs (architecture, preprocessing, classes, CAM and embedding layers) and loading.
+
+Bundled models are safetensors files in ``models/`` whose metadata describes them; ImageNet models
+come from torchvision's weight API and need the internet once (offline they raise ModelUnavailable).
+Loaded models are cached per process and placed on CUDA when present.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torchvision import models as tvm
+
+from core.io import LoadedImage
+from core.nets import WideResNet18
+
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DISCLAIMER = "For education and research only. Not for diagnosis or any clinical decision."
+
+
+class ModelUnavailable(RuntimeError):
+    """A model that cannot be loaded here (offline, missing or corrupt weights); message is human."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image becomes model input: square resize, channel count and normalisation."""
+
+    size: int
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything the apps need to know about a model without loading it."""
+
+    name: str
+    description: str
+    architecture: str
+    preprocessing: Preprocessing
+    class_names: tuple[str, ...]
+    cam_layer: str
+    embedding_layer: str
+    build: Callable[[], nn.Module]
+    load_weights: Callable[[nn.Module], None]
+    weights_source: str
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model in eval mode on its device, with its spec."""
+
+    spec: ModelSpec
+    model: nn.Module
+    device: torch.device
+
+
+def default_device() -> torch.device:
+    """CUDA when present, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# ---------------------------------------------------------------- bundled (safetensors) models
+
+
+def save_checkpoint(model: nn.Module, path: Path, config: dict[str, object]) -> None:
+    """Write weights plus a JSON config (architecture, width, preprocessing, classes) as safetensors."""
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(path), metadata={"cnnlens": json.dumps(config)})
+
+
+def read_checkpoint_config(path: Path) -> dict:
+    """Read the config a checkpoint carries, without loading its tensors."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
+        return json.loads(meta["cnnlens"])
+    except FileNotFoundError as err:
+        raise ModelUnavailable(f"Weights file {path.name} is missing from {path.parent}.") from err
+    except (KeyError, json.JSONDecodeError) as err:
+        raise ModelUnavailable(f"{path.name} has no CNN Lens config in its metadata.") from err
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types on corrupt headers
+        raise ModelUnavailable(f"Weights file {path.name} is corrupt or not safetensors ({err}).") from err
+
+
+def spec_from_checkpoint(path: Path, name: str | None = None) -> ModelSpec:
+    """Build a spec for a checkpoint written by ``core.train``."""
+    path = Path(path)
+    cfg = read_checkpoint_config(path)
+    width, channels = int(cfg["width"]), int(cfg["channels"])
+    classes = tuple(cfg["class_names"])
+
+    def build() -> nn.Module:
+        return WideResNet18(width=width, in_channels=channels, num_classes=len(classes))
+
+    def load_weights(model: nn.Module) -> None:
+        try:
+            model.load_state_dict(load_file(str(path)))
+        except Exception as err:  # noqa: BLE001
+            raise ModelUnavailable(f"Weights file {path.name} does not match its architecture ({err}).") from err
+
+    return ModelSpec(
+        name=name or path.stem,
+        description=cfg.get("description", f"ResNet-18 (width {width}) trained with core.train"),
+        architecture=f"resnet18-w{width}",
+        preprocessing=Preprocessing(int(cfg["input_size"]), channels, tuple(cfg["mean"]), tuple(cfg["std"])),
+        class_names=classes,
+        cam_layer="layer4",
+        embedding_layer="avgpool",
+        build=build,
+        load_weights=load_weights,
+        weights_source=str(path),
+    )
+
+
+# ---------------------------------------------------------------- torchvision ImageNet models
+
+
+def _imagenet_spec(name: str, arch: str, weights_enum: tvm.WeightsEnum, cam_layer: str, emb: str) -> ModelSpec:
+    def build() -> nn.Module:
+        return getattr(tvm, arch)(weights=None)
+
+    def load_weights(model: nn.Module) -> None:
+        try:
+            model.load_state_dict(weights_enum.get_state_dict(progress=False, check_hash=True))
+        except (OSError, RuntimeError) as err:  # URLError is an OSError
+            raise ModelUnavailable(
+                f"{name} needs torchvision's ImageNet weights ({Path(weights_enum.url).name}), which are "
+                f"downloaded on first use. They are not in the torch hub cache ({torch.hub.get_dir()}) and "
+                f"the download failed ({type(err).__name__}): connect to the internet once, or copy the "
+                "file into that folder."
+            ) from err
+
+    return ModelSpec(
+        name=name,
+        description=f"torchvision {arch}, ImageNet-1k weights (natural photos, not X-rays)",
+        architecture=arch,
+        preprocessing=Preprocessing(224, 3, IMAGENET_MEAN, IMAGENET_STD),
+        class_names=tuple(weights_enum.meta["categories"]),
+        cam_layer=cam_layer,
+        embedding_layer=emb,
+        build=build,
+        load_weights=load_weights,
+        weights_source=weights_enum.url,
+    )
+
+
+def _registry() -> dict[str, ModelSpec]:
+    specs: dict[str, ModelSpec] = {}
+    bundled = MODELS_DIR / "cxr-resnet18.safetensors"
+    if bundled.exists():
+        try:
+            specs["cxr-resnet18"] = spec_from_checkpoint(bundled, "cxr-resnet18")
+        except ModelUnavailable:
+            pass  # list_specs reports it through unavailable_reasons()
+    specs["resnet18-imagenet"] = _imagenet_spec(
+        "resnet18-imagenet", "resnet18", tvm.ResNet18_Weights.IMAGENET1K_V1, "layer4", "avgpool")
+    specs["densenet121-imagenet"] = _imagenet_spec(
+        "densenet121-imagenet", "densenet121", tvm.DenseNet121_Weights.IMAGENET1K_V1, "features.norm5",
+        "features.norm5")
+    return specs
+
+
+def list_specs() -> dict[str, ModelSpec]:
+    """All known model specs by name (bundled first)."""
+    return _registry()
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec for a zoo name or a path to a checkpoint written by ``core.train``."""
+    specs = _registry()
+    if name in specs:
+        return specs[name]
+    if name == "cxr-resnet18":
+        raise ModelUnavailable(f"The bundled weights {MODELS_DIR / 'cxr-resnet18.safetensors'} are missing.")
+    if name.endswith(".safetensors"):
+        return spec_from_checkpoint(Path(name))
+    raise ModelUnavailable(f"Unknown model {name!r}; choose one of {', '.join(specs)}.")
+
+
+_CACHE: dict[tuple[str, str], LoadedModel] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def load_model(name: str, device: torch.device | None = None) -> LoadedModel:
+    """Load (once per process) a model in eval mode on ``device`` (default: CUDA if present)."""
+    device = device or default_device()
+    key = (name, str(device))
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = instantiate(get_spec(name), device)
+        return _CACHE[key]
+
+
+def instantiate(spec: ModelSpec, device: torch.device | None = None, pretrained: bool = True) -> LoadedModel:
+    """Build a spec's model (with weights unless ``pretrained`` is False), in eval mode on ``device``."""
+    model = spec.build()
+    if pretrained:
+        spec.load_weights(model)
+    device = device or default_device()
+    return LoadedModel(spec, model.to(device).eval(), device)
+
+
+def get_layer(model: nn.Module, name: str) -> nn.Module:
+    """The submodule at a dotted path, with a clear error when it does not exist."""
+    try:
+        return model.get_submodule(name)
+    except AttributeError as err:
+        raise ValueError(f"The model has no layer {name!r}.") from err
+
+
+# ---------------------------------------------------------------- preprocessing
+
+
+def to_channels(array: np.ndarray, channels: int) -> np.ndarray:
+    """Grayscale H x W or colour H x W x 3 -> C x H x W with the requested channel count."""
+    if array.ndim == 2:
+        gray = array[None]
+        return np.repeat(gray, channels, axis=0) if channels == 3 else gray
+    chw = np.moveaxis(array, -1, 0)
+    if channels == 3:
+        return chw
+    lum = 0.299 * chw[0] + 0.587 * chw[1] + 0.114 * chw[2]  # ITU-R 601, as Pillow's "L"
+    return lum[None].astype(np.float32)
+
+
+def preprocess(image: LoadedImage | np.ndarray, prep: Preprocessing, device: torch.device | None = None
+               ) -> torch.Tensor:
+    """Image in [0, 1] -> normalised 1 x C x S x S tensor, as the model sees it."""
+    array = image.array if isinstance(image, LoadedImage) else image
+    x = torch.from_numpy(np.ascontiguousarray(to_channels(array.astype(np.float32), prep.channels)))[None]
+    x = resize(x, prep.size)
+    mean = torch.tensor(prep.mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(prep.std, dtype=torch.float32).view(1, -1, 1, 1)
+    x = (x - mean) / std
+    return x.to(device) if device is not None else x
+
+
+def resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Square resize (aspect not kept, as in the training data) with antialiasing."""
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
+def denormalise(x: torch.Tensor, prep: Preprocessing) -> np.ndarray:
+    """Model input tensor (1 x C x S x S) -> displayable H x W (or H x W x 3) array in [0, 1]."""
+    mean = torch.tensor(prep.mean, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(prep.std, device=x.device).view(1, -1, 1, 1)
+    img = (x * std + mean).clamp(0, 1)[0].detach().cpu().numpy()
+    return img[0] if img.shape[0] == 1 else np.moveaxis(img, 0, -1)
+
+
+@torch.no_grad()
+def predict(loaded: LoadedModel, x: torch.Tensor) -> torch.Tensor:
+    """Class probabilities (N x K) for a preprocessed batch."""
+    return torch.softmax(loaded.model(x.to(loaded.device)), dim=1)
