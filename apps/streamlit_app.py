@@ -10,15 +10,11 @@ import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # make `core` importable under `streamlit run`
 
-PAGES = {
-    "CNN Lens": [
-        st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
-    ],
-    "Lessons": [
-    ],
-    "Inside a trained network": [
-    ],
-}
+from apps.catalogue import LESSONS
 
 st.set_page_config(page_title="CNN Lens", page_icon=":material/visibility:", layout="wide")
-st.navigation({k: v for k, v in PAGES.items() if v}).run()
+navigation: dict[str, list] = {"CNN Lens": [st.Page("pages/home.py", title="Home", icon=":material/home:",
+                                                    default=True)]}
+for lesson in LESSONS:
+    navigation.setdefault(lesson.group, []).append(st.Page(lesson.file, title=lesson.title, icon=lesson.icon))
+st.navigation(navigation).run()

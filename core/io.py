@@ -225,7 +225,7 @@ def _load_dicom(data: bytes, max_pixels: int) -> LoadedImage:
         raise ImageError("The file has a DICOM header but is not valid DICOM.") from err
     except (MemoryError, RecursionError) as err:
         raise ImageError("The DICOM could not be decoded within safe limits.") from err
-    except Exception as err:  # noqa: BLE001 - pydicom raises many types on malformed files
+    except Exception as err:
         raise ImageError(f"The DICOM file is corrupt or truncated ({type(err).__name__}).") from err
     if arr.shape[0] < MIN_SIDE or arr.shape[1] < MIN_SIDE:
         raise ImageError(f"The image is {arr.shape[1]} x {arr.shape[0]} pixels, too small to classify.")

@@ -7,6 +7,7 @@ Loaded models are cached per process and placed on CUDA when present.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from core.io import LoadedImage
 from core.nets import WideResNet18
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+BUNDLED_WEIGHTS = MODELS_DIR / "cxr-resnet18.safetensors"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DISCLAIMER = "For education and research only. Not for diagnosis or any clinical decision."
@@ -93,7 +95,7 @@ def read_checkpoint_config(path: Path) -> dict:
         raise ModelUnavailable(f"Weights file {path.name} is missing from {path.parent}.") from err
     except (KeyError, json.JSONDecodeError) as err:
         raise ModelUnavailable(f"{path.name} has no CNN Lens config in its metadata.") from err
-    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types on corrupt headers
+    except Exception as err:
         raise ModelUnavailable(f"Weights file {path.name} is corrupt or not safetensors ({err}).") from err
 
 
@@ -110,7 +112,7 @@ def spec_from_checkpoint(path: Path, name: str | None = None) -> ModelSpec:
     def load_weights(model: nn.Module) -> None:
         try:
             model.load_state_dict(load_file(str(path)))
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             raise ModelUnavailable(f"Weights file {path.name} does not match its architecture ({err}).") from err
 
     return ModelSpec(
@@ -161,12 +163,8 @@ def _imagenet_spec(name: str, arch: str, weights_enum: tvm.WeightsEnum, cam_laye
 
 def _registry() -> dict[str, ModelSpec]:
     specs: dict[str, ModelSpec] = {}
-    bundled = MODELS_DIR / "cxr-resnet18.safetensors"
-    if bundled.exists():
-        try:
-            specs["cxr-resnet18"] = spec_from_checkpoint(bundled, "cxr-resnet18")
-        except ModelUnavailable:
-            pass  # list_specs reports it through unavailable_reasons()
+    with contextlib.suppress(ModelUnavailable):  # get_spec("cxr-resnet18") reports why it is missing
+        specs["cxr-resnet18"] = spec_from_checkpoint(BUNDLED_WEIGHTS, "cxr-resnet18")
     specs["resnet18-imagenet"] = _imagenet_spec(
         "resnet18-imagenet", "resnet18", tvm.ResNet18_Weights.IMAGENET1K_V1, "layer4", "avgpool")
     specs["densenet121-imagenet"] = _imagenet_spec(
@@ -186,7 +184,7 @@ def get_spec(name: str) -> ModelSpec:
     if name in specs:
         return specs[name]
     if name == "cxr-resnet18":
-        raise ModelUnavailable(f"The bundled weights {MODELS_DIR / 'cxr-resnet18.safetensors'} are missing.")
+        return spec_from_checkpoint(BUNDLED_WEIGHTS, name)  # raises ModelUnavailable saying what is wrong
     if name.endswith(".safetensors"):
         return spec_from_checkpoint(Path(name))
     raise ModelUnavailable(f"Unknown model {name!r}; choose one of {', '.join(specs)}.")

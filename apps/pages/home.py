@@ -2,23 +2,24 @@
 
 import streamlit as st
 
+from apps.catalogue import LESSONS
 from apps.common import XRAY_APP_URL, page_footer, page_header
 
 page_header(
     "CNN Lens",
     "An open suite for seeing inside convolutional networks, built around chest X-rays. "
-    "Every number a lesson shows is checked against PyTorch in the test suite.",
+    "Every number a lesson shows is checked against an independent computation in the test suite.",
 )
-
-st.subheader("Lessons")
-for group, pages in st.session_state.get("_cnnlens_pages", {}).items():
-    st.markdown(f"**{group}**")
-    for page, blurb in pages:
-        st.page_link(page, label=f"{page.title} — {blurb}")
+group = None
+for lesson in LESSONS:
+    if lesson.group != group:
+        group = lesson.group
+        st.subheader(group)
+    st.page_link(lesson.file, label=f"**{lesson.title}** — {lesson.blurb}", icon=lesson.icon)
 
 st.subheader("Explain my X-ray")
 st.markdown(
-    f"Upload a chest X-ray (PNG, JPEG, TIFF or DICOM) and see the bundled model's prediction and why: "
+    "Upload a chest X-ray (PNG, JPEG, TIFF or DICOM) and see the bundled model's prediction and why: "
     f"Grad-CAM, saliency, occlusion and LIME side by side, with quality checks. [Open the X-ray app]({XRAY_APP_URL})."
 )
 page_footer()
