@@ -1,0 +1,278 @@
+"""LIME and Kernel SHAP on superpixels: one sampler, two weightings.
+
+Both methods segment the image (scikit-image), switch superpixels on and off, and fit a linear model of the
+target-class probability on the on/off pattern. They share everything except how a sampled pattern is weighted:
+LIME uses an exponential kernel on the cosine distance to the full image and a weighted ridge; Kernel SHAP draws
+coalition sizes from the Shapley kernel and solves the weighted least squares under the efficiency constraint
+(values sum to f(image) - f(all hidden)). Perturbed images are built on the model's device in batches by indexing
+the on/off pattern with the segment map, so the cost is the model's forwards plus a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from skimage.segmentation import felzenszwalb, quickshift, slic
+from sklearn.linear_model import LinearRegression, Ridge
+from torchvision.transforms.v2.functional import gaussian_blur
+
+from core.explain.base import Context, Param, batches, register
+
+SEGMENTERS = ("slic", "quickshift", "felzenszwalb")
+HIDES = ("mean", "zero", "blur")
+BLUR_SIGMA = 1 / 20  # Gaussian sigma of the "blur" hide value, as a fraction of the image side
+
+SAMPLING_PARAMS = (
+    Param("n_samples", "Samples", "int", 1000, 50, 10000, 50,
+          help="Perturbed images evaluated by the model (cost grows linearly)."),
+    Param("segmenter", "Superpixels", "choice", "slic", choices=SEGMENTERS,
+          help="scikit-image segmentation that defines the regions switched on and off."),
+    Param("n_segments", "Number of superpixels (SLIC)", "int", 50, 4, 400, 1,
+          help="Approximate number of SLIC regions; fewer regions give a coarser but steadier map."),
+    Param("compactness", "Compactness (SLIC)", "float", 10.0, 0.01, 100.0,
+          help="Higher values make SLIC regions squarer, lower ones follow edges."),
+    Param("kernel_size", "Kernel size (quickshift)", "float", 4.0, 1.0, 20.0, 0.5,
+          help="Width of the Gaussian used by quickshift; larger gives fewer regions."),
+    Param("max_dist", "Max distance (quickshift)", "float", 200.0, 1.0, 1000.0,
+          help="Cut-off distance of quickshift's tree; larger gives fewer regions."),
+    Param("scale", "Scale (Felzenszwalb)", "float", 100.0, 1.0, 2000.0,
+          help="Felzenszwalb's scale; larger gives fewer, bigger regions."),
+    Param("min_size", "Minimum size (Felzenszwalb)", "int", 50, 1, 2000, 1,
+          help="Felzenszwalb merges regions smaller than this many pixels."),
+    Param("hide", "Hide value", "choice", "mean", choices=HIDES,
+          help="What replaces a hidden superpixel: its mean colour, zero (the training mean after "
+               "normalisation), or a blurred copy of the image."),
+    Param("top_k", "Top regions", "int", 5, 1, 50, 1, help="How many most positive / negative regions to list."),
+)
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A linear surrogate of the target probability over superpixels."""
+
+    weights: np.ndarray
+    intercept: float
+    r2: float
+
+
+# ---------------------------------------------------------------- segmentation
+
+
+def segmentation_image(x: torch.Tensor) -> np.ndarray:
+    """Model input (C x H x W, normalised) -> H x W x 3 float image in [0, 1] for scikit-image.
+
+    Each channel is min-max scaled, which undoes any per-channel normalisation; grey inputs are repeated to
+    three channels so the colour-space defaults of SLIC and quickshift (CIELAB) mean the same for every model.
+    """
+    img = x.detach().float()
+    lo = img.amin(dim=(1, 2), keepdim=True)
+    hi = img.amax(dim=(1, 2), keepdim=True)
+    img = ((img - lo) / (hi - lo).clamp_min(1e-12)).cpu().numpy()
+    img = np.repeat(img, 3, axis=0) if img.shape[0] == 1 else img[:3]
+    return np.ascontiguousarray(np.moveaxis(img, 0, -1), dtype=np.float64)
+
+
+def segment(image: np.ndarray, segmenter: str = "slic", *, n_segments: int = 50, compactness: float = 10.0,
+            kernel_size: float = 4.0, max_dist: float = 200.0, scale: float = 100.0, min_size: int = 50,
+            seed: int = 0) -> np.ndarray:
+    """Superpixel labels 0..K-1 (H x W int64) of an H x W x 3 image in [0, 1]; deterministic for a seed."""
+    if segmenter == "slic":
+        labels = slic(image, n_segments=n_segments, compactness=compactness, start_label=0)
+    elif segmenter == "quickshift":
+        labels = quickshift(image, kernel_size=kernel_size, max_dist=max_dist, ratio=0.2, rng=seed)
+    elif segmenter == "felzenszwalb":
+        labels = felzenszwalb(image, scale=scale, sigma=0.8, min_size=min_size)
+    else:
+        raise ValueError(f"segmenter must be one of {', '.join(SEGMENTERS)}, got {segmenter!r}.")
+    return np.unique(labels, return_inverse=True)[1].reshape(labels.shape).astype(np.int64)
+
+
+# ---------------------------------------------------------------- sampling
+
+
+def sample_coalitions(n: int, k: int, size_logweights: torch.Tensor, generator: torch.Generator
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` on/off patterns over ``k`` superpixels and the probability weight of each pattern.
+
+    Row 0 is the full image and row 1 all hidden. The other rows draw a coalition size s in 1..k-1 with
+    probability proportional to ``exp(size_logweights[s - 1])`` and then a uniform subset of that size, in
+    complementary pairs (z, 1 - z) to cancel half the sampling noise; their weights are 1. When every
+    coalition fits in the budget they are all enumerated instead, each weighted by its exact probability,
+    which makes the fit exact. Masks are drawn on the CPU so a seed gives the same masks on every device.
+    """
+    if k < 2:
+        raise ValueError(f"need at least 2 superpixels to explain, got {k}.")
+    ends = torch.stack([torch.ones(k), torch.zeros(k)])
+    if k <= 20 and 2**k <= n:
+        codes = torch.arange(1, 2**k - 1)
+        masks = ((codes[:, None] >> torch.arange(k)) & 1).float()
+        sizes = masks.sum(1).long()
+        log_binom = torch.lgamma(torch.tensor(k + 1.0)) - torch.lgamma(sizes + 1.0) - torch.lgamma(k - sizes + 1.0)
+        weights = torch.exp(size_logweights[sizes - 1] - log_binom)
+        return torch.cat([ends, masks]), torch.cat([torch.ones(2), weights / weights.mean()])
+    half = (n - 1) // 2
+    sizes = torch.multinomial(torch.softmax(size_logweights, 0), half, replacement=True, generator=generator) + 1
+    ranks = torch.rand(half, k, generator=generator).argsort(1).argsort(1)
+    masks = (ranks < sizes[:, None]).float()
+    masks = torch.cat([ends, masks, 1 - masks])[:n]
+    return masks, torch.ones(len(masks))
+
+
+def lime_size_logweights(k: int) -> torch.Tensor:
+    """Coalition sizes of LIME's sampler: every subset equally likely (each superpixel on with probability 1/2)."""
+    s = torch.arange(1, k, dtype=torch.float64)
+    return (math.lgamma(k + 1) - torch.lgamma(s + 1) - torch.lgamma(k - s + 1)).float()
+
+
+def shapley_size_logweights(k: int) -> torch.Tensor:
+    """Coalition sizes under the Shapley kernel: total weight of size s is (k - 1) / (s (k - s))."""
+    s = torch.arange(1, k, dtype=torch.float64)
+    return torch.log((k - 1) / (s * (k - s))).float()
+
+
+# ---------------------------------------------------------------- perturbation and evaluation
+
+
+def blur(x: torch.Tensor) -> torch.Tensor:
+    """Gaussian blur (sigma = BLUR_SIGMA of the image side) of a ... x C x H x W tensor, on its device."""
+    sigma = BLUR_SIGMA * max(x.shape[-2:])
+    size = min(2 * math.ceil(3 * sigma) + 1, 2 * (min(x.shape[-2:]) // 2) - 1)
+    return gaussian_blur(x, [size, size], [sigma, sigma])
+
+
+def hidden_image(x: torch.Tensor, segments: torch.Tensor, hide: str) -> torch.Tensor:
+    """What the image looks like with every superpixel hidden (C x H x W, on x's device)."""
+    if hide == "zero":
+        return torch.zeros_like(x)
+    if hide == "blur":
+        return blur(x)
+    if hide == "mean":  # each superpixel's own mean colour, as lime's default hide_color=None
+        flat = segments.flatten()
+        k = int(flat.max()) + 1
+        sums = torch.zeros(x.shape[0], k, device=x.device, dtype=x.dtype).index_add_(1, flat, x.flatten(1))
+        counts = torch.bincount(flat, minlength=k).to(x.dtype)
+        return (sums / counts)[:, segments]
+    raise ValueError(f"hide must be one of {', '.join(HIDES)}, got {hide!r}.")
+
+
+def evaluate_coalitions(ctx: Context, x: torch.Tensor, hidden: torch.Tensor, segments: torch.Tensor,
+                        masks: torch.Tensor, target: int, done: int = 0, total: int | None = None) -> torch.Tensor:
+    """Target-class probability of the image with each mask's superpixels visible (others hidden).
+
+    Perturbations are built on the device a batch at a time: ``masks[:, segments]`` turns on/off patterns into
+    pixel masks by indexing, and ``lerp`` blends the hidden and the original image. ``done``/``total`` count
+    batches across a multi-image call for progress.
+    """
+    masks = masks.to(ctx.device, x.dtype)
+    out = torch.empty(len(masks), device=ctx.device)
+    spans = list(batches(len(masks), ctx.batch_size))
+    total = total or len(spans)
+    with torch.inference_mode():
+        for i, span in enumerate(spans):
+            pixel_masks = masks[span][:, segments].unsqueeze(1)
+            logits = ctx.model(torch.lerp(hidden, x, pixel_masks))
+            out[span] = torch.softmax(logits.float(), dim=1)[:, target]
+            ctx.report((done + i + 1) / total)
+    return out
+
+
+# ---------------------------------------------------------------- the two weightings
+
+
+def fit_lime(masks: np.ndarray, scores: np.ndarray, sample_weights: np.ndarray, kernel_width: float,
+             alpha: float) -> Fit:
+    """Weighted ridge (scikit-learn) with lime's kernel sqrt(exp(-d^2 / w^2)), d = cosine distance to all-on."""
+    on = masks.sum(1)
+    distance = np.where(on > 0, 1 - np.sqrt(on / masks.shape[1]), 1.0)
+    weights = np.sqrt(np.exp(-(distance**2) / kernel_width**2)) * sample_weights
+    model = Ridge(alpha=alpha).fit(masks, scores, sample_weight=weights)
+    return Fit(model.coef_.astype(np.float64), float(model.intercept_),
+               float(model.score(masks, scores, sample_weight=weights)))
+
+
+def fit_kernel_shap(masks: np.ndarray, scores: np.ndarray, sample_weights: np.ndarray) -> Fit:
+    """Shapley-kernel weighted least squares with sum(values) = f(full) - f(empty) imposed exactly.
+
+    Rows 0 and 1 are the full and the all-hidden image. The constraint is imposed by eliminating the last
+    value (Lundberg & Lee 2017, as in shap's KernelExplainer); the coalitions were drawn from the Shapley
+    kernel, so their regression weights are their sampling weights.
+    """
+    full, empty = float(scores[0]), float(scores[1])
+    z, y, w = masks[2:], scores[2:], sample_weights[2:]
+    design = z[:, :-1] - z[:, -1:]
+    response = y - empty - z[:, -1] * (full - empty)
+    head = LinearRegression(fit_intercept=False).fit(design, response, sample_weight=w).coef_
+    values = np.append(head, (full - empty) - head.sum()).astype(np.float64)
+    fitted = empty + z @ values
+    mean = np.average(y, weights=w)
+    r2 = 1 - np.average((y - fitted) ** 2, weights=w) / max(np.average((y - mean) ** 2, weights=w), 1e-30)
+    return Fit(values, empty, float(r2))
+
+
+def _explain(ctx: Context, x: torch.Tensor, targets: torch.Tensor, shap: bool
+             ) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+    p = ctx.params
+    maps, extras = [], []
+    batches_per_image = math.ceil(p["n_samples"] / ctx.batch_size)
+    for i, target in enumerate(targets.tolist()):
+        labels = segment(segmentation_image(x[i]), p["segmenter"], n_segments=p["n_segments"],
+                         compactness=p["compactness"], kernel_size=p["kernel_size"], max_dist=p["max_dist"],
+                         scale=p["scale"], min_size=p["min_size"], seed=ctx.seed)
+        k = int(labels.max()) + 1
+        segments = torch.from_numpy(labels).to(ctx.device)
+        generator = torch.Generator().manual_seed(ctx.seed)  # per image: a map never depends on its batch mates
+        size_logweights = shapley_size_logweights(k) if shap else lime_size_logweights(k)
+        masks, sample_weights = sample_coalitions(p["n_samples"], k, size_logweights, generator)
+        hidden = hidden_image(x[i], segments, p["hide"])
+        scores = evaluate_coalitions(ctx, x[i], hidden, segments, masks, target, i * batches_per_image,
+                                     len(targets) * batches_per_image).cpu().double().numpy()
+        masks_np, weights_np = masks.double().numpy(), sample_weights.double().numpy()
+        fit = (fit_kernel_shap(masks_np, scores, weights_np) if shap
+               else fit_lime(masks_np, scores, weights_np, p["kernel_width"], p["ridge_alpha"]))
+        maps.append(torch.as_tensor(fit.weights, dtype=torch.float32, device=ctx.device)[segments])
+        order = np.argsort(-fit.weights, kind="stable")
+        extras.append({
+            "segments": labels,
+            "weights": fit.weights,
+            "top_positive": [int(j) for j in order[: p["top_k"]] if fit.weights[j] > 0],
+            "top_negative": [int(j) for j in order[::-1][: p["top_k"]] if fit.weights[j] < 0],
+            "intercept": fit.intercept,
+            "r2": fit.r2,
+            "score_full": float(scores[0]),
+            "score_hidden": float(scores[1]),
+            "n_segments": k,
+            "n_evaluated": len(masks),
+        })
+    return torch.stack(maps), extras
+
+
+@register(
+    "lime", "LIME", "superpixels",
+    "Switches superpixels on and off and fits a weighted linear model of the target-class probability "
+    "(softmax); each region's weight is how much showing it raises that probability.",
+    signed=True, stochastic=True,
+    params=(*SAMPLING_PARAMS,
+            Param("kernel_width", "Kernel width", "float", 0.25, 0.01, 10.0,
+                  help="Width of the exponential kernel on cosine distance; small values favour samples close "
+                       "to the full image."),
+            Param("ridge_alpha", "Ridge alpha", "float", 1.0, 0.0, 100.0,
+                  help="L2 penalty of the weighted ridge regression (lime's default is 1).")),
+)
+def lime(ctx: Context, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+    """LIME (Ribeiro et al. 2016) on superpixels, batched on the model's device."""
+    return _explain(ctx, x, targets, shap=False)
+
+
+@register(
+    "kernel_shap", "Kernel SHAP", "superpixels",
+    "Shapley values of superpixels for the target-class probability (softmax), estimated from coalitions "
+    "drawn with the Shapley kernel; the region values add up to f(image) - f(all hidden).",
+    signed=True, stochastic=True, params=SAMPLING_PARAMS,
+)
+def kernel_shap(ctx: Context, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+    """Kernel SHAP (Lundberg & Lee 2017) on superpixels, sharing LIME's sampler and evaluation."""
+    return _explain(ctx, x, targets, shap=True)
