@@ -8,6 +8,7 @@ size and bit depth.
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,50 +184,57 @@ def _normalise(arr: np.ndarray, scale: float | None) -> np.ndarray:
 def _load_dicom(data: bytes, max_pixels: int) -> LoadedImage:
     import pydicom
     from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL)  # its messages can quote tag values (identifiers)
     try:
-        ds = pydicom.dcmread(io.BytesIO(data))
-        if "PixelData" not in ds:
-            raise ImageError("The DICOM file has no pixel data (it may be a report or structured document).")
-        rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-        _check_size(cols, rows, max_pixels)
-        if rows * cols * max(frames, 1) > 4 * max_pixels:
-            raise ImageError(f"The DICOM holds {frames} frames of {cols} x {rows}: too large to decode safely.")
-        syntax = ds.file_meta.get("TransferSyntaxUID") if "file_meta" in ds else None
-        try:
-            pixels = ds.pixel_array
-        except (NotImplementedError, RuntimeError) as err:
-            name = getattr(syntax, "name", str(syntax))
-            raise ImageError(
-                f"The DICOM pixel data is compressed as {name}, and no installed decoder handles it "
-                "(install pylibjpeg with pylibjpeg-libjpeg / pylibjpeg-openjpeg, or GDCM)."
-            ) from err
-        notes: list[str] = []
-        if frames > 1:
-            pixels = pixels[0]
-            notes.append(f"Multi-frame DICOM: showing frame 1 of {frames}.")
-        photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
-        if photometric.startswith("MONOCHROME"):
-            arr = apply_modality_lut(pixels, ds)
-            arr = apply_voi_lut(arr, ds) if ("WindowCenter" in ds or "VOILUTSequence" in ds) else arr
-            arr = _normalise(np.asarray(arr, dtype=np.float64), None)
-            if photometric == "MONOCHROME1":
-                arr = 1.0 - arr  # MONOCHROME1 stores bright as low values; flip to the MONOCHROME2 convention
-                notes.append("MONOCHROME1 inverted to display like MONOCHROME2.")
-        elif pixels.ndim == 3 and pixels.shape[-1] == 3:
-            arr = _normalise(np.asarray(pixels, dtype=np.float64), None)
-        else:
-            raise ImageError(f"Unsupported DICOM photometric interpretation {photometric!r}.")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _decode_dicom(pydicom.dcmread(io.BytesIO(data)), max_pixels)
     except ImageError:
         raise
     except InvalidDicomError as err:
         raise ImageError("The file has a DICOM header but is not valid DICOM.") from err
     except (MemoryError, RecursionError) as err:
         raise ImageError("The DICOM could not be decoded within safe limits.") from err
-    except Exception as err:
+    except Exception as err:  # pydicom raises many exception types on malformed files
         raise ImageError(f"The DICOM file is corrupt or truncated ({type(err).__name__}).") from err
+
+
+def _decode_dicom(ds: object, max_pixels: int) -> LoadedImage:
+    """Pixels of a parsed dataset through modality LUT, VOI LUT and photometric handling; safe tags only."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    if "PixelData" not in ds:
+        raise ImageError("The DICOM file has no pixel data (it may be a report or structured document).")
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    _check_size(cols, rows, max_pixels)
+    if rows * cols * max(frames, 1) > 4 * max_pixels:
+        raise ImageError(f"The DICOM holds {frames} frames of {cols} x {rows}: too large to decode safely.")
+    try:
+        pixels = ds.pixel_array
+    except (NotImplementedError, RuntimeError) as err:
+        syntax = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
+        raise ImageError(
+            f"The DICOM pixel data is compressed as {getattr(syntax, 'name', syntax)}, and no installed decoder "
+            "handles it (install pylibjpeg with pylibjpeg-libjpeg / pylibjpeg-openjpeg, or GDCM)."
+        ) from err
+    notes: list[str] = []
+    if frames > 1:
+        pixels = pixels[0]
+        notes.append(f"Multi-frame DICOM: showing frame 1 of {frames}.")
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    if photometric.startswith("MONOCHROME") and pixels.ndim == 2:
+        arr = apply_modality_lut(pixels, ds)
+        arr = apply_voi_lut(arr, ds) if ("WindowCenter" in ds or "VOILUTSequence" in ds) else arr
+        arr = _normalise(np.asarray(arr, dtype=np.float64), None)
+        if photometric == "MONOCHROME1":
+            arr = 1.0 - arr  # MONOCHROME1 stores bright as low values; flip to the MONOCHROME2 convention
+            notes.append("MONOCHROME1 inverted to display like MONOCHROME2.")
+    elif pixels.ndim == 3 and pixels.shape[-1] == 3:
+        arr = _normalise(np.asarray(pixels, dtype=np.float64), None)
+    else:
+        raise ImageError(f"Unsupported DICOM photometric interpretation {photometric!r}.")
     if arr.shape[0] < MIN_SIDE or arr.shape[1] < MIN_SIDE:
         raise ImageError(f"The image is {arr.shape[1]} x {arr.shape[0]} pixels, too small to classify.")
     meta = {

@@ -73,6 +73,7 @@ def train(args: argparse.Namespace) -> dict:
     transform = augmentation(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
     best: dict = {"roc_auc": -1.0}
+    history: list[float] = []
     stale, started = 0, time.time()
     config = {
         "architecture": "resnet18", "width": args.width, "channels": 1, "input_size": args.size,
@@ -97,6 +98,7 @@ def train(args: argparse.Namespace) -> dict:
             schedule.step()
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+        history.append(float(np.mean(losses)))
         metrics = binary_metrics(val_idx.labels, predict_proba(model, x_val_n))
         print(f"epoch {epoch}: loss {np.mean(losses):.4f} val auc {metrics['roc_auc']:.4f} "
               f"acc {metrics['accuracy']:.4f} sens {metrics['sensitivity']:.4f} spec {metrics['specificity']:.4f} "
@@ -111,7 +113,7 @@ def train(args: argparse.Namespace) -> dict:
             if stale >= args.patience:
                 print(f"early stop: no validation AUC gain for {args.patience} epochs")
                 break
-    best.update(seconds=round(time.time() - started, 1), n_train=len(train_idx), n_val=len(val_idx),
+    best.update(loss_history=[round(v, 4) for v in history], seconds=round(time.time() - started, 1), n_train=len(train_idx), n_val=len(val_idx),
                 train_patients=len(set(map(patient_id, train_idx.paths))),
                 val_patients=len(set(map(patient_id, val_idx.paths))))
     return best

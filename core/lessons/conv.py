@@ -13,9 +13,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import skimage.data
 import torch
 import torch.nn.functional as F
 from scipy.special import comb
+from skimage.color import rgb2gray
+from skimage.transform import resize
+from skimage.util import img_as_float
 
 PaddingMode = Literal["valid", "same", "full", "custom"]
 PadFill = Literal["zeros", "reflect", "replicate", "circular"]
@@ -308,6 +312,28 @@ def for_display(out: np.ndarray, how: Literal["clip", "rescale", "abs"] = "resca
         return np.abs(out) / peak if peak > 0 else np.zeros_like(out)
     lo, hi = float(out.min()), float(out.max())
     return (out - lo) / (hi - lo) if hi > lo else np.zeros_like(out)
+
+
+SAMPLES: tuple[str, ...] = ("camera", "coins", "moon", "astronaut", "brick", "text", "chelsea", "page")
+
+
+def sample_image(name: str) -> np.ndarray:
+    """A scikit-image bundled sample (ships with the package, no download) as float in [0, 1]."""
+    if name not in SAMPLES:
+        raise ValueError(f"Unknown sample {name!r}; choose one of {', '.join(SAMPLES)}.")
+    return img_as_float(getattr(skimage.data, name)())
+
+
+def to_gray(image: np.ndarray, max_side: int) -> np.ndarray:
+    """Grayscale float64, downscaled with anti-aliasing so the longer side is at most ``max_side``."""
+    img = np.asarray(image, dtype=np.float64)
+    if img.ndim == 3:
+        img = rgb2gray(img[..., :3])
+    scale = max_side / max(img.shape)
+    if scale < 1:
+        img = resize(img, (max(1, round(img.shape[0] * scale)), max(1, round(img.shape[1] * scale))),
+                     anti_aliasing=True)
+    return img
 
 
 def small_grid(size: int = 7, seed: int = 0, high: int = 9) -> np.ndarray:
