@@ -1,0 +1,269 @@
+"""LIME and Kernel SHAP on superpixels against theory: exact recovery on linear/additive models, efficiency,
+exact Shapley values by enumeration, the `lime` package, determinism, channels and batches, the sampler."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from core.explain import explain
+from core.explain.superpixels import (
+    hidden_image,
+    lime_size_logweights,
+    sample_coalitions,
+    segment,
+    segmentation_image,
+    shapley_size_logweights,
+)
+
+SIDE, GRID = 48, 4  # 4 x 4 blocks of 12 x 12 pixels
+
+
+def block_image(seed: int, channels: int = 1, grid: int = GRID, noise: float = 0.0) -> torch.Tensor:
+    """A C x SIDE x SIDE image of constant blocks with distinct intensities (SLIC finds the blocks)."""
+    rng = np.random.default_rng(seed)
+    levels = rng.permutation(np.linspace(0.2, 1.0, grid * grid)).reshape(grid, grid)
+    img = np.kron(levels, np.ones((SIDE // grid, SIDE // grid)))
+    img = np.stack([img * (0.8 + 0.2 * c) for c in range(channels)])
+    img = img + noise * rng.standard_normal(img.shape)
+    return torch.tensor(img, dtype=torch.float32)
+
+
+class LinearProbability(nn.Module):
+    """Class-1 probability = bias + sum(W * x): exactly linear in which pixels are visible (hide = zero)."""
+
+    def __init__(self, weight_map: torch.Tensor, bias: float = 0.5):
+        super().__init__()
+        self.weight_map = nn.Parameter(weight_map, requires_grad=False)
+        self.bias = bias
+        self.pixels = nn.Identity()  # a spatial layer, which explain() looks for even when a method needs none
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.bias + (self.pixels(x) * self.weight_map).flatten(1).sum(1)
+        return torch.log(torch.stack([1 - p, p], dim=1))  # softmax of these logits is (1 - p, p)
+
+
+def linear_model(channels: int = 1, seed: int = 0) -> LinearProbability:
+    """A LinearProbability whose weight is constant on each block, in ±0.025 / block area (so p stays in (0, 1))."""
+    rng = np.random.default_rng(seed)
+    per_pixel = np.kron(rng.uniform(-0.025, 0.025, (GRID, GRID)), np.ones((SIDE // GRID, SIDE // GRID)))
+    weight = np.repeat(per_pixel[None] / (SIDE // GRID) ** 2 / channels, channels, axis=0)
+    return LinearProbability(torch.tensor(weight, dtype=torch.float32))
+
+
+def assert_blocks_found(segments: np.ndarray) -> None:
+    """Each 12 x 12 block of the synthetic image is exactly one superpixel."""
+    step = SIDE // GRID
+    blocks = segments.reshape(GRID, step, GRID, step).transpose(0, 2, 1, 3).reshape(GRID * GRID, -1)
+    assert (blocks == blocks[:, :1]).all() and len(np.unique(blocks[:, 0])) == GRID * GRID
+
+
+def expected_segment_weights(model: LinearProbability, x: torch.Tensor, segments: np.ndarray) -> np.ndarray:
+    """Independent answer: a segment's coefficient is the sum of W * x over its pixels."""
+    contrib = (model.weight_map.detach() * x).sum(0).numpy()
+    return np.bincount(segments.ravel(), weights=contrib.ravel(), minlength=segments.max() + 1)
+
+
+def small_cnn(channels: int = 1, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(channels, 6, 5, stride=2), nn.Tanh(), nn.Conv2d(6, 8, 3, stride=2), nn.Tanh(),
+        nn.Flatten(), nn.Linear(8 * 10 * 10, 2)).eval()
+
+
+def prob(model: nn.Module, x: torch.Tensor, target: int) -> float:
+    with torch.no_grad():
+        return float(torch.softmax(model(x[None]), 1)[0, target])
+
+
+@pytest.mark.parametrize("method", ["lime", "kernel_shap"])
+def test_recovers_coefficients_of_a_model_linear_in_the_mask(method):
+    x = block_image(0)
+    model = linear_model()
+    extra = {"ridge_alpha": 1e-6} if method == "lime" else {}
+    e = explain(model, x[None], method, target=1, hide="zero", n_samples=400, n_segments=16, **extra)[0]
+    segments = e.extras["segments"]
+    assert_blocks_found(segments)
+    np.testing.assert_allclose(e.extras["weights"], expected_segment_weights(model, x, segments), atol=2e-6)
+    np.testing.assert_allclose(e.heatmap, e.extras["weights"][segments], atol=1e-7)
+    assert e.extras["r2"] > 0.9999
+    assert e.extras["intercept"] == pytest.approx(0.5, abs=1e-5)
+
+
+def test_lime_matches_the_lime_package_with_the_same_segmentation():
+    from lime import lime_image
+
+    x = block_image(1)
+    model = linear_model(seed=1)
+    ours = explain(model, x[None], "lime", target=1, hide="zero", n_samples=1000, n_segments=16)[0]
+
+    def classifier(images: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return torch.softmax(model(torch.tensor(images[..., :1], dtype=torch.float32).permute(0, 3, 1, 2)),
+                                 1).numpy()
+
+    rgb = np.repeat(x.permute(1, 2, 0).numpy().astype(np.float64), 3, axis=2)
+    theirs = lime_image.LimeImageExplainer(random_state=0).explain_instance(
+        rgb, classifier, labels=(1,), top_labels=None, hide_color=0, num_samples=1000,
+        segmentation_fn=lambda _img: ours.extras["segments"])
+    their_weights = np.zeros(ours.extras["n_segments"])
+    for j, w in theirs.local_exp[1]:
+        their_weights[j] = w
+    # Both shrink with ridge alpha = 1 on different random samples: equal up to sampling noise.
+    np.testing.assert_allclose(ours.extras["weights"], their_weights, atol=0.02 * np.abs(their_weights).max())
+    assert ours.extras["intercept"] == pytest.approx(theirs.intercept[1], abs=0.01)
+
+
+@pytest.mark.parametrize(("n_samples", "hide"), [(300, "zero"), (300, "mean"), (100, "blur"), (5000, "mean")])
+def test_kernel_shap_values_sum_to_full_minus_all_hidden(n_samples, hide):
+    model = small_cnn()
+    x = block_image(2, noise=0.2)
+    e = explain(model, x[None], "kernel_shap", target=1, hide=hide, n_samples=n_samples, n_segments=16)[0]
+    segments = torch.from_numpy(e.extras["segments"])
+    all_hidden = hidden_image(x, segments, hide)
+    if hide == "zero":
+        assert torch.equal(all_hidden, torch.zeros_like(x))
+    expected = prob(model, x, 1) - prob(model, all_hidden, 1)
+    assert e.extras["weights"].sum() == pytest.approx(expected, abs=1e-5)
+    assert e.extras["score_full"] == pytest.approx(prob(model, x, 1), abs=1e-6)
+
+
+def test_hide_mean_fills_each_superpixel_with_its_mean():
+    x = block_image(3, channels=3, noise=0.3)
+    labels = segment(segmentation_image(x), n_segments=16)
+    hidden = hidden_image(x, torch.from_numpy(labels), "mean").numpy()
+    for j in range(labels.max() + 1):
+        region = labels == j
+        for c in range(3):
+            np.testing.assert_allclose(hidden[c][region], x[c].numpy()[region].mean(), rtol=1e-5)
+
+
+def exact_shapley(model: nn.Module, x: torch.Tensor, hidden: torch.Tensor, segments: np.ndarray, target: int
+                  ) -> np.ndarray:
+    """Shapley values by the subset formula over all 2^k coalitions (independent of the regression)."""
+    k = segments.max() + 1
+    value = {}
+    for bits in itertools.product([0, 1], repeat=k):
+        mask = torch.from_numpy(np.asarray(bits, dtype=np.float32)[segments])
+        value[bits] = prob(model, hidden + (x - hidden) * mask, target)
+    phi = np.zeros(k)
+    for bits, v in value.items():
+        for j in range(k):
+            if bits[j]:
+                s = sum(bits) - 1
+                without = tuple(b if i != j else 0 for i, b in enumerate(bits))
+                phi[j] += math.factorial(s) * math.factorial(k - s - 1) / math.factorial(k) * (v - value[without])
+    return phi
+
+
+def test_kernel_shap_equals_exact_shapley_values_on_a_small_nonadditive_model():
+    model = small_cnn(seed=4)
+    x = block_image(4, grid=2, noise=0.2)
+    e = explain(model, x[None], "kernel_shap", target=0, hide="zero", n_samples=64, n_segments=4)[0]
+    segments = e.extras["segments"]
+    assert 2 <= e.extras["n_segments"] <= 6
+    phi = exact_shapley(model, x, torch.zeros_like(x), segments, 0)
+    np.testing.assert_allclose(e.extras["weights"], phi, atol=1e-5)
+    assert np.abs(phi).max() > 1e-3  # the model is not flat, so the check has teeth
+
+
+def test_kernel_shap_equals_exact_shapley_values_on_an_additive_model_when_sampling():
+    x = block_image(5)
+    model = linear_model(seed=5)
+    e = explain(model, x[None], "kernel_shap", target=1, hide="zero", n_samples=200, n_segments=16)[0]
+    assert e.extras["n_evaluated"] == 200 < 2 ** e.extras["n_segments"]  # sampled, not enumerated
+    # For an additive model the Shapley value of a region is its own contribution.
+    np.testing.assert_allclose(e.extras["weights"], expected_segment_weights(model, x, e.extras["segments"]),
+                               atol=2e-6)
+
+
+@pytest.mark.parametrize("method", ["lime", "kernel_shap"])
+@pytest.mark.parametrize("segmenter", ["slic", "quickshift", "felzenszwalb"])
+def test_same_seed_same_map_and_other_seed_other_samples(method, segmenter):
+    model = small_cnn()
+    x = block_image(6, noise=0.05)[None]
+    kw = {"n_samples": 120, "segmenter": segmenter, "n_segments": 16, "kernel_size": 2.0, "max_dist": 20.0,
+          "scale": 50.0, "min_size": 20}
+    a = explain(model, x, method, seed=7, **kw)[0]
+    b = explain(model, x, method, seed=7, **kw)[0]
+    c = explain(model, x, method, seed=8, **kw)[0]
+    assert a.extras["n_segments"] > 8  # the synthetic image is really split into many regions
+    np.testing.assert_array_equal(a.heatmap, b.heatmap)
+    np.testing.assert_array_equal(a.extras["segments"], b.extras["segments"])
+    assert not np.array_equal(a.extras["weights"], c.extras["weights"])
+    assert a.params["seed"] == 7
+
+
+def test_sampler_seeds_and_complementary_pairs():
+    k = 30
+    logw = shapley_size_logweights(k)
+    m1, w1 = sample_coalitions(101, k, logw, torch.Generator().manual_seed(1))
+    m2, _ = sample_coalitions(101, k, logw, torch.Generator().manual_seed(1))
+    m3, _ = sample_coalitions(101, k, logw, torch.Generator().manual_seed(2))
+    assert torch.equal(m1, m2) and not torch.equal(m1, m3)
+    assert torch.equal(m1[0], torch.ones(k)) and torch.equal(m1[1], torch.zeros(k))
+    torch.testing.assert_close(m1[2:51] + m1[52:101], torch.ones(49, k))  # (z, 1 - z) pairs
+    assert torch.equal(w1, torch.ones(101))
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("shapley", lambda k, s: (k - 1) / (s * (k - s))),
+    ("lime", lambda k, s: math.comb(k, s)),
+])
+def test_sampler_draws_coalition_sizes_from_the_kernel(name, expected):
+    k, n = 24, 40_001  # 2^24 coalitions: sampled, not enumerated
+    logw = shapley_size_logweights(k) if name == "shapley" else lime_size_logweights(k)
+    masks, _ = sample_coalitions(n, k, logw, torch.Generator().manual_seed(0))
+    sizes = masks[2:].sum(1).long()
+    freq = torch.bincount(sizes, minlength=k + 1)[1:k].double() / len(sizes)
+    p = torch.tensor([expected(k, s) for s in range(1, k)], dtype=torch.float64)
+    torch.testing.assert_close(freq, p / p.sum(), atol=0.006, rtol=0)
+
+
+def test_sampler_enumerates_all_coalitions_with_exact_kernel_weights_when_they_fit():
+    k = 5
+    masks, weights = sample_coalitions(40, k, shapley_size_logweights(k), torch.Generator().manual_seed(0))
+    assert len(masks) == 2**k and len({tuple(m.tolist()) for m in masks}) == 2**k
+    sizes = masks[2:].sum(1)
+    kernel = torch.tensor([(k - 1) / (math.comb(k, int(s)) * s * (k - s)) for s in sizes])
+    torch.testing.assert_close(weights[2:] / weights[2:].sum(), (kernel / kernel.sum()).float())
+
+
+@pytest.mark.parametrize("method", ["lime", "kernel_shap"])
+def test_three_channel_batches_match_single_images(method):
+    images = torch.stack([block_image(10, channels=3), block_image(11, channels=3)])
+    model = linear_model(channels=3, seed=3)
+    extra = {"ridge_alpha": 1e-6} if method == "lime" else {}
+    seen: list[float] = []
+    batch = explain(model, images, method, target=1, hide="zero", n_samples=200, n_segments=16,
+                    batch_size=64, progress=seen.append, **extra)
+    assert len(batch) == 2 and batch[0].heatmap.shape == (SIDE, SIDE)
+    assert seen == sorted(seen) and seen[-1] == 1.0 and len(seen) == 2 * math.ceil(200 / 64)
+    for i, e in enumerate(batch):
+        np.testing.assert_allclose(e.extras["weights"],
+                                   expected_segment_weights(model, images[i], e.extras["segments"]), atol=2e-6)
+        alone = explain(model, images[i:i + 1], method, target=1, hide="zero", n_samples=200, n_segments=16,
+                        **extra)[0]
+        np.testing.assert_allclose(e.heatmap, alone.heatmap, atol=1e-7)
+
+
+def test_top_regions_and_signed_explanation():
+    x = block_image(12)
+    model = linear_model(seed=12)
+    e = explain(model, x[None], "kernel_shap", target=1, hide="zero", n_samples=300, n_segments=16, top_k=3)[0]
+    w = e.extras["weights"]
+    assert e.signed and e.extras["top_positive"] == list(np.argsort(-w)[:3])
+    assert e.extras["top_negative"] == list(np.argsort(w)[:3])
+    assert all(w[j] > 0 for j in e.extras["top_positive"]) and all(w[j] < 0 for j in e.extras["top_negative"])
+    assert e.normalised.min() >= 0 and e.normalised.max() <= 1
+
+
+def test_bad_parameters_are_refused_with_the_name():
+    x = block_image(0)[None]
+    with pytest.raises(ValueError, match="segmenter"):
+        explain(small_cnn(), x, "lime", segmenter="watershed")
+    with pytest.raises(ValueError, match="n_samples"):
+        explain(small_cnn(), x, "kernel_shap", n_samples=10)
