@@ -55,6 +55,8 @@ class LayerSpec:
                 raise ValueError(f"{name.capitalize()} must be at least 1 (got {getattr(self, name)}).")
         if self.padding < 0:
             raise ValueError(f"Padding must be 0 or more (got {self.padding}).")
+        if self.kind == "conv" and self.ceil_mode:
+            raise ValueError("ceil_mode applies to pooling layers only.")
         if self.kind == "avgpool" and self.dilation != 1:
             raise ValueError("Average pooling has no dilation in PyTorch; set dilation to 1.")
         if self.kind != "conv" and 2 * self.padding > self.kernel:
@@ -178,12 +180,18 @@ class Row:
         """A sentence on how the paths disagree, or '' for a single field."""
         if len(self.paths) == 1:
             return ""
-        parts = ", ".join(f"{f.size} px ({n} path{'s' if n > 1 else ''})" for f, n in self.paths)
-        text = f"paths disagree: {parts}; the unit sees their union, {self.field.size} px"
-        if not self.aligned:
-            centres = sorted({f.centre(0) for f, _ in self.paths})
-            text += f"; centres differ by up to {centres[-1] - centres[0]:g} px (misaligned paths)"
-        return text
+        sizes: dict[int, int] = {}
+        for f, n in self.paths:
+            sizes[f.size] = sizes.get(f.size, 0) + n
+        if len(sizes) <= 4:
+            parts = ", ".join(f"{s} px ×{n}" for s, n in sizes.items())
+        else:
+            parts = f"{len(sizes)} different sizes from {min(sizes)} to {max(sizes)} px"
+        text = f"{self.n_paths:,} paths disagree ({parts}); the unit sees their union, {self.field.size} px"
+        centres = sorted({f.centre(0) for f, _ in self.paths})
+        if len(centres) > 1:
+            return text + f"; centres differ by up to {centres[-1] - centres[0]:g} px (misaligned paths)"
+        return text + "; all centred on the same pixel"
 
 
 def _row(name: str, op: str, layer: LayerSpec | None, hw: tuple[int, int], paths: dict[Field, int]) -> Row:
@@ -221,7 +229,7 @@ class Analysis:
                 "#": i, "node": r.name, "operation": r.op, "output": f"{r.height}×{r.width}",
                 "out size": r.height, "jump": f.jump, "RF size": f.size,
                 "shortest path RF": min(p.size for p, _ in r.paths), "effective padding": -f.start,
-                "centre of unit 0": f.centre(0), "paths": r.n_paths, "note": r.note(),
+                "centre of unit 0": f.centre(0), "paths": r.n_paths, "note": r.note() if r.layer is None else "",
             })
         return records
 
