@@ -112,6 +112,7 @@ def _check_size(width: int, height: int, max_pixels: int) -> None:
 def _load_pillow(data: bytes, max_pixels: int) -> LoadedImage:
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's corrupt-metadata warnings: the decode result decides
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
             fmt = img.format or "unknown"
