@@ -23,7 +23,7 @@ SEEDS = [
     pil_bytes(Image.fromarray(GRAY), "JPEG"),
     pil_bytes(Image.fromarray(GRAY), "TIFF"),
     pil_bytes(Image.fromarray(GRAY), "BMP"),
-    dicom_bytes((GRAY.astype(np.uint16) * 16)),
+    dicom_bytes(GRAY.astype(np.uint16) * 16),
     dicom_bytes((GRAY.astype(np.uint16) * 16), "MONOCHROME1", WindowCenter=2048, WindowWidth=4096),
 ]
 EXAMPLES = 10_000
