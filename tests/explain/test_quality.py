@@ -1,0 +1,237 @@
+"""Quality of explanations: deletion/insertion against hand-built images, the sanity check on a trained
+vs randomised network, agreement and stability, and the plain-language readings."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import rankdata
+from torch import nn
+
+from core.explain import explain
+from core.explain.quality import (
+    Curve,
+    agreement,
+    deletion,
+    insertion,
+    randomised_copy,
+    rank_correlation,
+    read_agreement,
+    read_deletion,
+    read_insertion,
+    read_sanity,
+    read_stability,
+    sanity_check,
+    stability,
+    top_layers,
+    top_overlap,
+)
+from core.explain.superpixels import blur
+
+SIDE = 32
+REGION = (slice(4, 12), slice(20, 28))  # the only pixels the synthetic model looks at
+
+
+class RegionEnergy(nn.Module):
+    """Class-1 logit = 8 * mean(x^2 over REGION) - 4: zeroing or blurring the region's ±1 texture kills it."""
+
+    def __init__(self):
+        super().__init__()
+        self.gain = nn.Parameter(torch.tensor(8.0), requires_grad=False)
+        mask = torch.zeros(SIDE, SIDE)
+        mask[REGION] = 1
+        self.register_buffer("mask", mask / mask.sum())
+        self.pixels = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        energy = (self.pixels(x) ** 2 * self.mask).flatten(1).sum(1)
+        logit = self.gain * energy - 4
+        return torch.stack([torch.zeros_like(logit), logit], dim=1)
+
+
+def textured_image() -> torch.Tensor:
+    """1 x 1 x SIDE x SIDE: a ±1 checkerboard everywhere (blur removes it)."""
+    i, j = np.indices((SIDE, SIDE))
+    return torch.tensor(np.where((i + j) % 2, 1.0, -1.0), dtype=torch.float32)[None, None]
+
+
+def correct_map() -> np.ndarray:
+    m = np.zeros((SIDE, SIDE))
+    m[REGION] = 1
+    return m
+
+
+def random_map(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((SIDE, SIDE))
+
+
+def test_deletion_and_insertion_prefer_the_correct_map():
+    model, x = RegionEnergy(), textured_image()
+    good_del, bad_del = deletion(model, x, correct_map(), 1), deletion(model, x, random_map(), 1)
+    good_ins, bad_ins = insertion(model, x, correct_map(), 1), insertion(model, x, random_map(), 1)
+    assert good_del.auc < 0.2 < 0.4 < bad_del.auc
+    assert good_ins.auc > 0.8 > 0.6 > bad_ins.auc
+    assert good_del.scores[0] == pytest.approx(torch.sigmoid(torch.tensor(4.0)).item(), abs=1e-6)
+    assert good_del.scores[-1] == pytest.approx(torch.sigmoid(torch.tensor(-4.0)).item(), abs=1e-6)
+    assert "fall fast" in read_deletion(good_del) and "holds up" not in read_deletion(good_del)
+    assert "falls faster than with a random pixel order" in read_deletion(good_del, bad_del)
+    assert "falls slower" in read_deletion(bad_del, good_del)
+    assert "back fast" in read_insertion(good_ins)
+    assert "faster than with a random pixel order" in read_insertion(good_ins, bad_ins)
+    assert read_deletion(good_del).startswith(f"deletion AUC {good_del.auc:.2f}:")
+
+
+@pytest.mark.parametrize(("kind", "baseline"), [("deletion", "zero"), ("deletion", "blur"), ("insertion", "blur")])
+def test_curve_points_equal_a_pixel_by_pixel_computation(kind, baseline):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 14 * 14, 3)).eval()
+    x = torch.randn(1, 3, 16, 16)
+    heat = np.random.default_rng(1).random((16, 16))
+    steps = 8
+    curve = (deletion(model, x, heat, 2, steps=steps, baseline=baseline, batch_size=3) if kind == "deletion"
+             else insertion(model, x, heat, 2, steps=steps, batch_size=3))
+    blurred = blur(x)
+    order = np.argsort(-heat.ravel())
+    expected = []
+    for k in range(steps + 1):
+        n = round(k * 256 / steps)
+        chosen = np.zeros(256, bool)
+        chosen[order[:n]] = True
+        chosen = torch.from_numpy(chosen.reshape(16, 16))
+        if kind == "deletion":
+            img = torch.where(chosen, torch.zeros_like(x) if baseline == "zero" else blurred, x)
+        else:
+            img = torch.where(chosen, x, blurred)
+        with torch.no_grad():
+            expected.append(float(torch.softmax(model(img), 1)[0, 2]))
+    np.testing.assert_allclose(curve.scores, expected, atol=1e-6)
+    np.testing.assert_allclose(curve.fractions, np.linspace(0, 1, steps + 1))
+    assert curve.auc == pytest.approx(np.trapezoid(expected, np.linspace(0, 1, steps + 1)), abs=1e-6)
+
+
+def test_curves_refuse_mismatched_maps_and_bad_baselines():
+    model, x = RegionEnergy(), textured_image()
+    with pytest.raises(ValueError, match="does not match"):
+        deletion(model, x, np.zeros((SIDE, SIDE + 1)))
+    with pytest.raises(ValueError, match="baseline"):
+        deletion(model, x, correct_map(), baseline="mean")
+
+
+# ---------------------------------------------------------------- sanity check on a trained network
+
+
+def blob_batch(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Noise images with a faint 6 x 6 square in the left (class 0) or right (class 1) half (hard enough that
+    the trained network's probabilities do not saturate); returns images, labels and the squares' masks."""
+    x = 0.6 * torch.randn(n, 1, SIDE, SIDE, generator=generator)
+    y = torch.randint(0, 2, (n,), generator=generator)
+    rows = torch.randint(0, SIDE - 6, (n,), generator=generator)
+    cols = torch.randint(0, SIDE // 2 - 6, (n,), generator=generator) + y * SIDE // 2
+    squares = torch.zeros(n, SIDE, SIDE, dtype=torch.bool)
+    for i in range(n):
+        squares[i, rows[i]:rows[i] + 6, cols[i]:cols[i] + 6] = True
+    return x + 0.8 * squares[:, None], y, squares
+
+
+@pytest.fixture(scope="module")
+def trained_net() -> nn.Module:
+    """A small CNN trained for 30 steps to tell left squares from right squares (accuracy > 95%)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2, padding=1),
+                        nn.ReLU(), nn.Conv2d(16, 16, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(16 * 8 * 8, 2))
+    gen = torch.Generator().manual_seed(0)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    for _ in range(30):
+        x, y, _ = blob_batch(32, gen)
+        loss = nn.functional.cross_entropy(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+    x, y, _ = blob_batch(200, torch.Generator().manual_seed(99))
+    with torch.no_grad():
+        assert (net(x).argmax(1) == y).float().mean() > 0.95
+    return net
+
+
+def test_sanity_check_separates_trained_from_randomised(trained_net):
+    x, y, square = blob_batch(1, torch.Generator().manual_seed(5))
+    options = {"n_samples": 300, "n_segments": 25, "hide": "zero"}
+    check = sanity_check(trained_net, x, "kernel_shap", **options)
+    assert check.trained.target == int(y) and 0.6 < check.trained.score < 0.999
+    assert check.layers == ("4", "7")
+    assert abs(check.spearman) < 0.5
+    assert "reflects what the model learned" in read_sanity(check) or "changes partly" in read_sanity(check)
+    # The same check with nothing randomised gives identical maps: the test can tell the difference.
+    control = sanity_check(trained_net, x, "kernel_shap", layers=(), **options)
+    assert control.spearman == pytest.approx(1.0)
+    assert "barely changes" in read_sanity(control)
+    # The trained map points at the square: its most positive superpixel covers most of it.
+    top = check.trained.extras["segments"] == check.trained.extras["top_positive"][0]
+    assert top[square[0].numpy()].mean() > 0.5
+
+
+def test_randomised_copy_leaves_the_model_and_global_rng_alone(trained_net):
+    before = {k: v.clone() for k, v in trained_net.state_dict().items()}
+    state = torch.random.get_rng_state()
+    copy_a, layers = randomised_copy(trained_net, seed=3)
+    copy_b, _ = randomised_copy(trained_net, seed=3)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    after = trained_net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    for name, value in copy_a.state_dict().items():
+        assert torch.equal(value, copy_b.state_dict()[name])
+        changed = not torch.equal(value, before[name])
+        assert changed == name.startswith(tuple(f"{layer}." for layer in layers)), name
+
+
+def test_top_layers_of_a_resnet_are_its_last_block_and_head():
+    from core.nets import WideResNet18
+
+    assert top_layers(WideResNet18(width=8, in_channels=1, num_classes=2)) == ("layer4.1", "fc")
+    assert top_layers(WideResNet18(width=8, in_channels=1, num_classes=2), blocks=2) == ("layer4.0", "layer4.1", "fc")
+
+
+# ---------------------------------------------------------------- agreement and stability
+
+
+def test_agreement_of_a_map_with_itself_is_one_and_matches_independent_ranks():
+    a, b = random_map(1), random_map(2)
+    assert rank_correlation(a, a) == pytest.approx(1.0)
+    assert rank_correlation(a, -a) == pytest.approx(-1.0)
+    ra, rb = rankdata(a.ravel()), rankdata(b.ravel())
+    assert rank_correlation(a, b) == pytest.approx(np.corrcoef(ra, rb)[0, 1])
+    assert top_overlap(a, a, 0.1) == 1.0
+    first, second = np.zeros(100), np.zeros(100)
+    first[:10], second[5:15] = 1 + np.arange(10), 1 + np.arange(10)  # top-10 sets share 5 of 15 pixels
+    assert top_overlap(first, second, 0.1) == pytest.approx(5 / 15)
+    matrix = agreement({"a": a, "b": b, "a again": a})
+    np.testing.assert_allclose(np.diag(matrix.spearman), 1)
+    np.testing.assert_allclose(matrix.spearman, matrix.spearman.T)
+    assert matrix.spearman[0, 2] == pytest.approx(1.0) and matrix.iou[0, 2] == 1.0
+    assert matrix.spearman[0, 1] == pytest.approx(rank_correlation(a, b))
+    assert "rank pixels alike" in read_agreement(1.0, 1.0)
+    assert "disagree" in read_agreement(0.0, 0.05)
+    assert np.isnan(rank_correlation(np.ones((4, 4)), a[:4, :4]))
+
+
+def test_stability_over_seeds_matches_separate_runs(trained_net):
+    x, _, _ = blob_batch(1, torch.Generator().manual_seed(6))
+    options = {"n_samples": 100, "n_segments": 25}
+    result = stability(trained_net, x, "lime", seeds=(0, 1, 2), **options)
+    maps = np.stack([explain(trained_net, x, "lime", seed=s, **options)[0].heatmap for s in (0, 1, 2)])
+    np.testing.assert_allclose(result.mean, maps.mean(0), atol=1e-7)
+    np.testing.assert_allclose(result.std, maps.std(0), atol=1e-7)
+    assert result.std.max() > 0  # different seeds really draw different samples
+    pairs = [rank_correlation(maps[i], maps[j]) for i, j in ((0, 1), (0, 2), (1, 2))]
+    assert result.spearman == pytest.approx(np.mean(pairs))
+    assert read_stability(result).startswith(f"stability ρ = {result.spearman:.2f} over 3 seeds:")
+
+
+def test_readings_cover_their_ranges():
+    fractions = np.linspace(0, 1, 11)
+    slow = Curve("deletion", fractions, np.full(11, 0.9), 0.9)
+    assert "holds up" in read_deletion(slow)
+    assert "barely comes back" in read_insertion(Curve("insertion", fractions, np.r_[np.zeros(10), 0.9], 0.05))
+    assert "changes completely" in read_sanity(0.1) and "changes completely" in read_sanity(-0.1)
+    assert "barely changes" in read_sanity(-0.9)  # a sign flip keeps the map's structure
