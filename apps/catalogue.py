@@ -21,4 +21,6 @@ class Lesson:
 
 
 LESSONS: list[Lesson] = [
+    Lesson("Inside a trained network", "pages/embeddings.py", "Embedding explorer", ":material/scatter_plot:",
+           "t-SNE / UMAP maps of what the network learned, similar cases, mistakes, trained vs untrained"),
 ]

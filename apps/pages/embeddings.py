@@ -1,0 +1,341 @@
+"""Embedding explorer: t-SNE / UMAP / PCA maps of what a network's layer makes of a dataset, with numbers
+(silhouette, k-NN accuracy, precision@k), similar-image search, misclassified cases and model comparison."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from apps.common import page_footer, page_header
+from core import embed as E
+from core.data import data_dir
+from core.embed.digits import DIGITS_MODEL
+from core.embed.models import UNTRAINED_SUFFIX
+from core.embed.plot import COLOUR_BY, classes_match, csv_bytes, points_table, scatter_figure, scatter_png
+from core.explain import METHODS, explain
+from core.explain.render import overlay
+from core.io import ImageError, load_image
+from core.zoo import LoadedModel, ModelUnavailable, preprocess
+
+page_header(
+    "Embedding explorer",
+    "Every image becomes one vector: the output of a layer (by default the global-average-pooled features just "
+    "before the classifier). If training worked, images of one class sit together in that space. The map squeezes "
+    "the vectors into 2-D (**t-SNE**, **UMAP** or **PCA**); the numbers measure separation in the full space: "
+    "**silhouette** (-1 to 1), cross-validated **k-NN accuracy** (folds never split a patient) and "
+    "**precision@k** (how often a retrieved neighbour shares the query's label). Select points (click, box or "
+    "lasso) to see the images; ringed points are the model's mistakes.",
+)
+E.warm_up_umap()  # compiles UMAP's numba code in the background, so choosing UMAP later does not wait for it
+
+SOURCES = ("Image folder", "Zip upload", "MedMNIST", "Digits (built in)")
+DEFAULT_IMAGES = 1000
+THUMB = 112
+
+
+# ------------------------------------------------------------------------------------ cached building blocks
+@st.cache_resource(show_spinner="Indexing the image folder…", max_entries=4)
+def _folder(path: str) -> E.ImageSet:
+    return E.folder_source(path or None)
+
+
+@st.cache_resource(show_spinner="Checking the zip…", max_entries=2)
+def _zip(content_hash: str, name: str, _data: bytes) -> E.ImageSet:
+    return E.zip_source(_data, name)
+
+
+@st.cache_resource(show_spinner="Loading MedMNIST (downloads once)…", max_entries=4)
+def _medmnist(flag: str, split: str, size: int) -> E.ImageSet:
+    return E.medmnist_source(flag, split, size)
+
+
+@st.cache_resource(show_spinner=False)
+def _digits() -> E.ImageSet:
+    return E.digits_source()
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _subsample(fingerprint: str, n: int, seed: int, _images: E.ImageSet) -> E.ImageSet:
+    return E.subsample(_images, n, seed)
+
+
+@st.cache_resource(show_spinner="Loading the model (the digits CNN trains once, in seconds)…", max_entries=6)
+def _model(name: str) -> LoadedModel:
+    return E.load(name)
+
+
+@st.cache_resource(show_spinner=False, max_entries=12)
+def _embeddings(fingerprint: str, model_name: str, layer: str, _images: E.ImageSet, _model: LoadedModel
+                ) -> E.Embeddings:
+    """Embeddings (from the disk cache when present) with a progress bar while they are computed."""
+    bar = st.progress(0.0, text=f"Embedding {len(_images):,} images with {model_name} at {layer}…")
+    emb = E.embed(_model, _images, layer,
+                  progress=lambda f: bar.progress(f, text=f"Embedding with {model_name} at {layer}: {f:.0%}"))
+    bar.empty()  # created and emptied inside, so Streamlit's replay of this cached call leaves nothing behind
+    return emb
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _projection(embedding_key: str, params: E.ProjectionParams, _vectors: np.ndarray) -> np.ndarray:
+    return E.project(_vectors, params)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _separation(embedding_key: str, k: int, metric: str, _vectors: np.ndarray, _labels: np.ndarray,
+                _groups: tuple[str, ...]) -> E.Separation:
+    return E.separation(_vectors, _labels, np.asarray(_groups), k=k, metric=metric)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _index(embedding_key: str, metric: str, _vectors: np.ndarray) -> E.neighbours.NearestNeighbors:
+    return E.neighbour_index(_vectors, metric)
+
+
+def thumbs(images: E.ImageSet, positions: list[int], captions: list[str], width: int = THUMB, per_row: int = 6
+           ) -> None:
+    """A grid of thumbnails with captions (unreadable files show their error instead)."""
+    for start in range(0, len(positions), per_row):
+        cols = st.columns(per_row)
+        for col, pos, caption in zip(cols, positions[start:start + per_row], captions[start:start + per_row],
+                                     strict=False):
+            try:
+                col.image(E.thumbnail(images.image(pos), width), caption=caption, width=width)
+            except ImageError as err:
+                col.caption(f"{caption}: {err}")
+
+
+def caption(table: pd.DataFrame, row: int, extra: str = "") -> str:
+    """Short caption of one point: file, true class, prediction with confidence."""
+    r = table.iloc[row]
+    mark = "" if pd.isna(r["correct"]) else (" ✓" if r["correct"] else " ✗")
+    name = r["item"].rsplit("/", 1)[-1]
+    return f"{name} · true {r['label']} · pred {r['predicted']} {r['confidence']:.2f}{mark}{extra}"
+
+
+# ------------------------------------------------------------------------------------ data
+side = st.sidebar
+side.header("Data")
+default_source = 0 if data_dir() is not None else 3
+kind = side.radio("Source", SOURCES, index=default_source, key="emb_source",
+                  help="Image folder: one subfolder per class (default: the chest X-ray training set).")
+try:
+    if kind == "Image folder":
+        folder = side.text_input("Folder", value=str(data_dir() or ""), key="emb_folder",
+                                 help="A folder with one subfolder per class, e.g. NORMAL/ and PNEUMONIA/.")
+        images = _folder(folder.strip())
+    elif kind == "Zip upload":
+        upload = side.file_uploader("Zip of class folders", type=["zip"], key="emb_zip",
+                                    help="e.g. NORMAL/*.png and PNEUMONIA/*.png, zipped. Nothing is written to disk.")
+        if upload is None:
+            st.info("Upload a zip of a class-folder tree (one subfolder per class) in the sidebar.")
+            st.stop()
+        data = upload.getvalue()
+        images = _zip(hashlib.sha256(data).hexdigest(), upload.name, data)
+    elif kind == "MedMNIST":
+        flags = E.medmnist_flags()
+        flag = side.selectbox("Dataset", list(flags), index=list(flags).index("pneumoniamnist"), key="emb_flag",
+                              help="MedMNIST v2 (CC BY 4.0); needs the internet once per dataset.")
+        split = side.selectbox("Split", ["test", "val", "train"], key="emb_split")
+        size = side.selectbox("Image size", [28, 64, 128, 224], key="emb_size")
+        images = _medmnist(flag, split, size)
+    else:
+        images = _digits()
+except E.SourceError as err:
+    st.error(str(err))
+    st.stop()
+for note in images.notes:
+    side.caption(note)
+
+n_max = len(images)
+n = side.slider("Images to embed", min(10, n_max), n_max, min(DEFAULT_IMAGES, n_max), key=f"emb_n_{n_max}",
+                help="A class-stratified random subset; the first embedding of a new subset takes a while, "
+                     "every rerun after that is read from the cache.")
+seed = int(side.number_input("Subset seed", 0, 10_000, 0, key="emb_seed"))
+subset = _subsample(images.fingerprint, n, seed, images)
+
+# ------------------------------------------------------------------------------------ model
+side.header("Model")
+names = E.model_names()
+preferred = DIGITS_MODEL if images.name == "scikit-learn digits" else names[0]
+model_name = side.selectbox("Model", names, index=names.index(preferred), key=f"emb_model_{preferred}")
+try:
+    loaded = _model(model_name)
+except ModelUnavailable as err:
+    st.error(str(err))
+    st.stop()
+layers = E.layer_names(loaded.model)
+layer = side.selectbox("Layer", layers, index=layers.index(loaded.spec.embedding_layer),
+                       key=f"emb_layer_{model_name}",
+                       help="Spatial layers are average-pooled to one vector per image (global average pooling).")
+compare_options = ["(none)", model_name + UNTRAINED_SUFFIX, *[m for m in names if m != model_name]]
+compare_name = side.selectbox("Compare with", compare_options, key=f"emb_compare_{model_name}",
+                              help="A second model on the same images: is the trained network's space better "
+                                   "organised than an untrained copy's?")
+
+emb = _embeddings(subset.fingerprint, model_name, layer, subset, loaded)
+labels = subset.labels[emb.kept]
+groups = tuple(subset.groups[i] for i in emb.kept)
+
+# ------------------------------------------------------------------------------------ map controls
+c1, c2, c3, c4 = st.columns([1.4, 1, 1.2, 1], vertical_alignment="bottom")
+method = c1.segmented_control("Map", E.METHODS, default="t-SNE", key="emb_method") or "t-SNE"
+metric = c2.selectbox("Distance", E.METRICS, index=1, key="emb_metric",
+                      help="Cosine compares the directions of the vectors; Euclidean also their lengths. Used by "
+                           "the map, the scores and the neighbour search.")
+has_correct = classes_match(subset.class_names, loaded.spec.class_names)
+colour_by = c3.selectbox("Colour by", [c for c in COLOUR_BY if has_correct or c != "correct / incorrect"],
+                         key="emb_colour")
+with c4.popover("Map settings", use_container_width=True):
+    perplexity = st.slider("t-SNE perplexity", 5, 100, 30, key="emb_perp",
+                           help="Roughly the number of neighbours each point keeps close.")
+    n_neighbors = st.slider("UMAP neighbours", 2, 100, 15, key="emb_nn",
+                            help="Small: local detail; large: global structure.")
+    min_dist = st.slider("UMAP min distance", 0.0, 0.99, 0.1, 0.01, key="emb_md",
+                         help="How tightly UMAP packs similar points.")
+    map_seed = int(st.number_input("Seed (t-SNE, UMAP)", 0, 999, 0, key="emb_mseed"))
+params = E.ProjectionParams(method, metric, map_seed, perplexity, n_neighbors, min_dist)
+
+with st.spinner(f"Computing the {method} map of {len(emb):,} points…"):
+    xy = _projection(emb.key, params, emb.vectors)
+table = points_table(subset, emb, xy, loaded.spec.class_names)
+k = 10
+sep = _separation(emb.key, k, metric, emb.vectors, labels, groups)
+
+# ------------------------------------------------------------------------------------ numbers
+m = st.columns(5)
+m[0].metric("Images", f"{len(emb):,}", help=f"{images.name}; {len(emb.skipped)} unreadable skipped")
+if has_correct:
+    m[1].metric("Model accuracy", f"{table['correct'].mean():.1%}",
+                help=f"{int((~table['correct']).sum())} misclassified, ringed in the map")
+else:
+    m[1].metric("Model accuracy", "—", help="The model's classes are not this dataset's classes.")
+m[2].metric("Silhouette", f"{sep.silhouette:.3f}", help=f"{metric} distance, full {emb.vectors.shape[1]}-D space")
+m[3].metric(f"{k}-NN accuracy", f"{sep.knn_accuracy:.1%}",
+            help=f"{sep.folds}-fold cross-validated, patient-grouped, ± {sep.knn_std:.1%}")
+m[4].metric(f"Precision@{k}", f"{sep.precision_at_k:.1%}", help="Share of each image's 10 nearest neighbours "
+            "with the same label, averaged over the dataset")
+if emb.skipped:
+    with st.expander(f"{len(emb.skipped)} unreadable image(s) skipped"):
+        st.write("\n".join(f"- {s}" for s in emb.skipped[:50]))
+
+# ------------------------------------------------------------------------------------ map + selection
+left, right = st.columns([3, 2])
+axis = method
+with left:
+    event = st.plotly_chart(scatter_figure(table, colour_by, axis=axis, height=560), key="emb_map",
+                            on_select="rerun", selection_mode=("points", "box", "lasso"))
+    st.caption(f"{method} of {model_name} · {layer} · {len(emb):,} images. "
+               "Drag to lasso points (box and zoom in the toolbar); double-click to clear.")
+points = event.selection.points if event and event.selection else []
+selected = sorted({int(p["customdata"][0]) for p in points if p.get("customdata")} & set(range(len(table))))
+wrong_rows = table.index[table["correct"].eq(False).fillna(False)].tolist()
+with right:
+    if selected:
+        st.markdown(f"**{len(selected)} selected** · {table['correct'].iloc[selected].eq(False).sum()} misclassified"
+                    if has_correct else f"**{len(selected)} selected**")
+        shown = selected[:18]
+        thumbs(subset, [int(table['position'].iloc[r]) for r in shown], [caption(table, r) for r in shown],
+               width=THUMB, per_row=3)
+        if len(selected) > len(shown):
+            st.caption(f"Showing {len(shown)} of {len(selected)}.")
+    else:
+        by_conf = table.iloc[wrong_rows].sort_values("confidence", ascending=False).index.tolist()[:9]
+        if by_conf:
+            st.markdown("**Most confident mistakes** — select points in the map to see them here")
+            thumbs(subset, [int(table['position'].iloc[r]) for r in by_conf], [caption(table, r) for r in by_conf],
+                   width=THUMB, per_row=3)
+        else:
+            st.info("Select points in the map (click, or lasso) to see their images, labels and predictions.")
+
+# ------------------------------------------------------------------------------------ tabs
+inspect_tab, similar_tab, compare_tab, export_tab = st.tabs(
+    ["Inspect one image", "Similar to an upload", "Compare models", "Export"])
+index = _index(emb.key, metric, emb.vectors)
+
+with inspect_tab:
+    order = selected or wrong_rows or list(range(len(table)))
+    choices = order + [r for r in range(len(table)) if r not in set(order)]
+    row = st.selectbox("Image", choices, format_func=lambda r: caption(table, r), key=f"emb_focus_{order[0]}",
+                       help="Defaults to the first selected point, else the first mistake.")
+    pos = int(table["position"].iloc[row])
+    array = subset.image(pos)
+    cols = st.columns([1, 1, 3])
+    cols[0].image(E.thumbnail(array, 224), caption=caption(table, row), width=224)
+    if "grad_cam" in METHODS:
+        exp = explain(loaded, preprocess(array, loaded.spec.preprocessing), "grad_cam")[0]
+        cols[1].image(E.thumbnail(overlay(array, exp.heatmap) / 255.0, 224), width=224,
+                      caption=f"Grad-CAM ({loaded.spec.cam_layer}) for {exp.target_name}, p = {exp.score:.2f}")
+    with cols[2]:
+        kk = st.slider("Neighbours", 3, 24, 8, key="emb_k")
+        dist, found = E.nearest(index, emb.vectors[row], kk + 1)
+        st.markdown(f"**Nearest neighbours** ({metric} distance in the {emb.vectors.shape[1]}-D embedding); "
+                    f"{np.mean(labels[found[1:]] == labels[row]):.0%} share its label")
+        thumbs(subset, [int(table["position"].iloc[r]) for r in found[1:]],
+               [caption(table, r, f" · d {d:.3f}") for r, d in zip(found[1:], dist[1:], strict=True)],
+               width=96, per_row=4)
+
+with similar_tab:
+    query = st.file_uploader("An image to search for (PNG, JPEG, TIFF, BMP or DICOM)",
+                             type=["png", "jpg", "jpeg", "tif", "tiff", "bmp", "dcm"], key="emb_query")
+    if query is not None:
+        try:
+            q = load_image(query.getvalue())
+        except ImageError as err:
+            st.error(str(err))
+        else:
+            vec, probs = E.embed_array(loaded, q.array, layer)
+            dist, found = E.nearest(index, vec, 12)
+            top = int(np.argmax(probs))
+            st.image(E.thumbnail(q.array, 224), width=224,
+                     caption=f"query · model says {loaded.spec.class_names[top]} ({probs[top]:.2f})")
+            thumbs(subset, [int(table["position"].iloc[r]) for r in found],
+                   [caption(table, r, f" · d {d:.3f}") for r, d in zip(found, dist, strict=True)], width=96)
+
+with compare_tab:
+    if compare_name == "(none)":
+        st.info("Pick a second model under **Compare with** in the sidebar (e.g. the untrained copy) to compare "
+                "both embeddings of these images, side by side and in numbers.")
+    else:
+        try:
+            other = _model(compare_name)
+        except ModelUnavailable as err:
+            st.error(str(err))
+        else:
+            same_arch = other.spec.architecture == loaded.spec.architecture
+            other_layer = layer if same_arch else other.spec.embedding_layer
+            emb2 = _embeddings(subset.fingerprint, compare_name, other_layer, subset, other)
+            labels2 = subset.labels[emb2.kept]
+            sep2 = _separation(emb2.key, k, metric, emb2.vectors, labels2, tuple(subset.groups[i] for i in emb2.kept))
+            with st.spinner(f"Computing the {method} map of the second model…"):
+                xy2 = _projection(emb2.key, params, emb2.vectors)
+            table2 = points_table(subset, emb2, xy2, other.spec.class_names)
+            scores = pd.DataFrame(
+                {"model": [model_name, compare_name], "layer": [layer, other_layer],
+                 "dimensions": [emb.vectors.shape[1], emb2.vectors.shape[1]],
+                 "silhouette": [sep.silhouette, sep2.silhouette],
+                 f"{k}-NN accuracy": [sep.knn_accuracy, sep2.knn_accuracy],
+                 f"precision@{k}": [sep.precision_at_k, sep2.precision_at_k]})
+            st.dataframe(scores, hide_index=True, column_config={
+                "silhouette": st.column_config.NumberColumn(format="%.3f"),
+                f"{k}-NN accuracy": st.column_config.NumberColumn(format="percent"),
+                f"precision@{k}": st.column_config.NumberColumn(format="percent")})
+            colour2 = colour_by if colour_by in ("true label", "confidence") else "true label"
+            a, b = st.columns(2)
+            a.plotly_chart(scatter_figure(table, colour2, title=model_name, axis=axis, height=420),
+                           key="emb_cmp_a")
+            b.plotly_chart(scatter_figure(table2, colour2, title=compare_name, axis=axis, height=420),
+                           key="emb_cmp_b")
+
+with export_tab:
+    stem = f"embedding-{model_name}-{layer}-{method}".replace(" ", "_")
+    st.download_button("Download CSV (coordinates, labels, predictions, file names)", csv_bytes(table),
+                       file_name=f"{stem}.csv", mime="text/csv", key="emb_csv")
+    if st.toggle("Prepare a PNG of the map", key="emb_png"):
+        st.download_button("Download PNG", scatter_png(table, colour_by, title=f"{model_name} · {layer}", axis=axis),
+                           file_name=f"{stem}.png", mime="image/png", key="emb_png_dl")
+    st.caption(f"Cache: {E.cache_dir()} (embeddings, maps and scores are reused across sessions).")
+
+page_footer()

@@ -1,0 +1,148 @@
+"""Embeddings: what one layer of a network outputs for every image, globally average-pooled, with predictions.
+
+Images are decoded and preprocessed exactly as the apps do (``core.zoo.preprocess``) by a DataLoader, run
+through the model in small batches (on this 2-core CPU, batches of ~16 are faster than 64), and the chosen
+layer's output is captured by a forward hook. The result is cached on disk under a key made of the weights,
+the layer, the preprocessing and the data's fingerprint, so a rerun with the same inputs is a file read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from core.embed.cache import ArrayCache, default_cache, digest, weights_digest
+from core.embed.sources import ImageSet
+from core.io import ImageError
+from core.zoo import LoadedModel, Preprocessing, get_layer, preprocess
+
+BATCH_SIZE = 16
+ProgressFn = Callable[[float], None]
+
+
+@dataclass(frozen=True, eq=False)
+class Embeddings:
+    """One vector per readable image, with the model's prediction and confidence for it.
+
+    ``kept`` are positions into the ImageSet that was embedded (images that failed to decode are left out and
+    listed in ``skipped`` with the reason).
+    """
+
+    vectors: np.ndarray
+    predictions: np.ndarray
+    confidences: np.ndarray
+    kept: np.ndarray
+    skipped: tuple[str, ...]
+    layer: str
+    key: str
+    from_cache: bool
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+
+def pooled(output: torch.Tensor) -> torch.Tensor:
+    """A layer output as one vector per image: spatial (and any further) axes averaged, i.e. global pooling."""
+    return output.flatten(2).mean(dim=2) if output.ndim > 2 else output
+
+
+class _Preprocessed(Dataset):
+    """Image i of an ImageSet as the model's input tensor, or the reason it could not be read."""
+
+    def __init__(self, images: ImageSet, prep: Preprocessing) -> None:
+        self.images, self.prep = images, prep
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor | None, int, str]:
+        try:
+            return preprocess(self.images.image(i), self.prep)[0], i, ""
+        except ImageError as err:
+            return None, i, f"{self.images.items[i]}: {err}"
+
+
+def _collate(batch: list[tuple[torch.Tensor | None, int, str]]) -> tuple[torch.Tensor | None, list[int], list[str]]:
+    good = [(x, i) for x, i, _ in batch if x is not None]
+    x = torch.stack([x for x, _ in good]) if good else None
+    return x, [i for _, i in good], [err for x, _, err in batch if x is None]
+
+
+@torch.inference_mode()
+def forward_features(model: nn.Module, layer: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pooled features of ``layer``, class probabilities) for one preprocessed batch."""
+    captured: list[torch.Tensor] = []
+    handle = get_layer(model, layer).register_forward_hook(lambda _m, _i, out: captured.append(out))
+    try:
+        probs = torch.softmax(model(x), dim=1)
+    finally:
+        handle.remove()
+    if not captured or not isinstance(captured[-1], torch.Tensor):
+        raise ValueError(f"Layer {layer!r} produced no tensor output in the forward pass.")
+    return pooled(captured[-1]).float(), probs  # a layer used twice: its last use, the one nearest the head
+
+
+def embedding_key(loaded: LoadedModel, images: ImageSet, layer: str) -> str:
+    """Cache key: model weights, layer, preprocessing and the data's fingerprint."""
+    return digest("embeddings-v1", weights_digest(loaded.model), layer, loaded.spec.preprocessing,
+                  images.fingerprint)
+
+
+def embed(loaded: LoadedModel, images: ImageSet, layer: str | None = None, *, batch_size: int = BATCH_SIZE,
+          cache: ArrayCache | None = None, progress: ProgressFn | None = None, show_progress: bool = False,
+          num_workers: int = 0) -> Embeddings:
+    """Embeddings of every image at ``layer`` (default: the spec's embedding layer), cached on disk.
+
+    ``progress`` receives the fraction done after each batch; ``show_progress`` adds a tqdm bar.
+    """
+    layer = layer or loaded.spec.embedding_layer
+    get_layer(loaded.model, layer)  # fail early, with the layer's name, before any image is decoded
+    if len(images) == 0:
+        raise ValueError("There are no images to embed.")
+    key = embedding_key(loaded, images, layer)
+    store = cache or default_cache()
+    arrays, hit = store.fetch("embeddings", key, lambda: _compute(loaded, images, layer, batch_size, progress,
+                                                                  show_progress, num_workers))
+    if progress is not None:
+        progress(1.0)
+    return Embeddings(arrays["vectors"], arrays["predictions"], arrays["confidences"], arrays["kept"],
+                      tuple(str(s) for s in arrays["skipped"]), layer, key, hit)
+
+
+def _compute(loaded: LoadedModel, images: ImageSet, layer: str, batch_size: int, progress: ProgressFn | None,
+             show_progress: bool, num_workers: int) -> dict[str, np.ndarray]:
+    loader = DataLoader(_Preprocessed(images, loaded.spec.preprocessing), batch_size=batch_size,
+                        num_workers=num_workers, collate_fn=_collate)
+    vectors, probs, kept, skipped = [], [], [], []
+    done = 0
+    with tqdm(total=len(images), desc="Embedding", unit="img", disable=not show_progress, leave=False) as bar:
+        for x, idx, errors in loader:
+            skipped += errors
+            if x is not None:
+                feats, p = forward_features(loaded.model, layer, x.to(loaded.device))
+                vectors.append(feats.cpu().numpy())
+                probs.append(p.cpu().numpy())
+                kept += idx
+            done += len(idx) + len(errors)
+            bar.update(len(idx) + len(errors))
+            if progress is not None:
+                progress(done / len(images))
+    if not kept:
+        raise ValueError(f"None of the {len(images)} images could be read. {' '.join(skipped[:3])}")
+    p = np.concatenate(probs)
+    return {"vectors": np.concatenate(vectors).astype(np.float32), "predictions": p.argmax(1).astype(np.int64),
+            "confidences": p.max(1).astype(np.float32), "kept": np.asarray(kept, dtype=np.int64),
+            "skipped": np.asarray(skipped, dtype=str)}
+
+
+def embed_array(loaded: LoadedModel, array: np.ndarray, layer: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(embedding vector, class probabilities) of one image in [0, 1], e.g. an uploaded query."""
+    x = preprocess(array, loaded.spec.preprocessing, loaded.device)
+    feats, probs = forward_features(loaded.model, layer or loaded.spec.embedding_layer, x)
+    return feats[0].cpu().numpy(), probs[0].cpu().numpy()
