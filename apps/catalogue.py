@@ -21,6 +21,12 @@ class Lesson:
 
 
 LESSONS: list[Lesson] = [
+    Lesson("Lessons", "pages/convolution.py", "Convolution playground", ":material/grid_on:",
+           "kernels, padding, stride and dilation on real images; the size formula; one output cell by hand"),
+    Lesson("Lessons", "pages/pooling.py", "Max-pool backprop", ":material/call_split:",
+           "pooling forward and backward step by step, overlapping windows, ties, strided-conv gradients"),
+    Lesson("Lessons", "pages/activations.py", "Activation functions", ":material/show_chart:",
+           "curves and derivatives, where each saturates, softmax temperature, vanishing gradients"),
     Lesson("Inside a trained network", "pages/embeddings.py", "Embedding explorer", ":material/scatter_plot:",
            "t-SNE / UMAP maps of what the network learned, similar cases, mistakes, trained vs untrained"),
 ]

@@ -1,0 +1,230 @@
+"""The app's work on one image, as plain functions the UI and the API share: predict, explain, assess.
+
+No maths here: everything is a call into ``core`` (zoo, explain, quality); this module decides what to
+run, in which order, with which progress bar, and packs the results for display.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+import core.explain  # noqa: F401  (importing the package registers every method)
+from apps.xray.models import get_model
+from apps.xray.session import Panel, Session, Stability
+from core.explain import quality
+from core.explain.base import METHODS, explain, resolve_params
+from core.io import LoadedImage
+from core.zoo import LoadedModel, denormalise, get_layer, predict, preprocess
+
+ProgressFn = Callable[[float], None]
+DEFAULT_METHOD = "grad_cam"
+CURVE_STEPS = 32  # deletion / insertion steps: enough for a stable AUC, cheap on a CPU
+REFERENCE_SEEDS = (0, 1, 2)  # random maps averaged for the reference curves
+REFERENCE_GRID = 10  # random maps vary on a 10 x 10 grid: regions about the size of a CAM cell
+STABILITY_SEEDS = (0, 1, 2)
+RESERVED = ("target", "layer", "seed")  # keys of the API's JSON that are not method parameters
+
+
+def default_method() -> str:
+    """Grad-CAM when registered, else the first registered method."""
+    return DEFAULT_METHOD if DEFAULT_METHOD in METHODS else next(iter(METHODS))
+
+
+def first_method() -> str | None:
+    """The map drawn at once on every upload: Grad-CAM (fast), or none when it is not registered."""
+    return DEFAULT_METHOD if DEFAULT_METHOD in METHODS else None
+
+
+# ---------------------------------------------------------------- prediction
+
+
+def open_session(image: LoadedImage, source: str, model_key: str) -> Session:
+    """Preprocess an image for a model and predict; the start of every analysis."""
+    loaded = get_model(model_key)
+    x = preprocess(image, loaded.spec.preprocessing, loaded.device)
+    probs = predict(loaded, x)[0].tolist()
+    return Session(image, source, model_key, x, dict(zip(loaded.spec.class_names, probs, strict=True)))
+
+
+def model_view(session: Session) -> np.ndarray:
+    """The input exactly as the model saw it (resized, channel-converted), in [0, 1] for display."""
+    return denormalise(session.x, get_model(session.model_key).spec.preprocessing)
+
+
+def resolve_target(loaded: LoadedModel, target: Any) -> int | None:
+    """None (predicted class), a class index or a class name -> class index; ValueError otherwise."""
+    if target is None or (isinstance(target, str) and target.strip().lower() in ("", "predicted", "predicted class")):
+        return None
+    names = loaded.spec.class_names
+    if isinstance(target, str) and target in names:
+        return names.index(target)
+    try:
+        index = int(target)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"Unknown target class {target!r}; use one of {', '.join(names)} or its index.") from err
+    if not 0 <= index < len(names):
+        raise ValueError(f"Target index {index} is out of range for {len(names)} classes.")
+    return index
+
+
+# ---------------------------------------------------------------- explanation
+
+
+def panel_key(model_key: str, method: str, params: dict[str, Any], target: int | None, layer: str | None,
+              seed: int) -> str:
+    """Identity of a map on the board: same settings replace each other."""
+    return json.dumps([model_key, method, params, target, layer, seed], sort_keys=True, default=str)
+
+
+def run_method(session: Session, method: str, overrides: dict[str, Any], target: Any = None, layer: str | None = None,
+               seed: int = 0, progress: ProgressFn | None = None) -> Panel:
+    """Explain the session's image with one method and settings; ValueError for bad settings."""
+    if method not in METHODS:
+        raise ValueError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.")
+    info = METHODS[method]
+    params = resolve_params(info, overrides)
+    loaded = get_model(session.model_key)
+    index = resolve_target(loaded, target)
+    layer = ((layer or "").strip() or None) if info.uses_layer else None
+    if layer is not None:
+        get_layer(loaded.model, layer)  # ValueError naming the layer when it does not exist
+    result = explain(loaded, session.x, method, index, layer=layer, seed=int(seed), progress=progress, **params)[0]
+    title = info.label + (f" · seed {int(seed)}" if info.stochastic else "")
+    if params != info.defaults():
+        changed = {k: v for k, v in params.items() if info.defaults().get(k) != v}
+        title += " · " + ", ".join(f"{k}={v}" for k, v in changed.items())
+    return Panel(panel_key(session.model_key, method, params, index, layer, int(seed)), title, result)
+
+
+# ---------------------------------------------------------------- trust
+
+
+def reference_curves(session: Session, target: int) -> tuple[quality.Curve, quality.Curve]:
+    """Deletion and insertion curves of random maps, averaged: what a map must beat to mean anything.
+
+    The random maps are smooth (uniform noise on a grid of REFERENCE_GRID x REFERENCE_GRID, upsampled
+    bilinearly), not per-pixel noise: deleting scattered single pixels is far more out-of-distribution for the
+    model than deleting regions, which would make every region-based map look bad (or good) for the wrong
+    reason. They depend only on the image, model and target, so they are computed once per session and target.
+    """
+    if target not in session.references:
+        loaded = get_model(session.model_key)
+        side = session.x.shape[-1]
+        curves = []
+        for seed in REFERENCE_SEEDS:
+            noise = np.random.default_rng(seed).random((REFERENCE_GRID, REFERENCE_GRID)).astype(np.float32)
+            smooth = np.asarray(Image.fromarray(noise).resize((side, side), Image.Resampling.BILINEAR))
+            curves.append((quality.deletion(loaded, session.x, smooth, target, steps=CURVE_STEPS, baseline="blur"),
+                           quality.insertion(loaded, session.x, smooth, target, steps=CURVE_STEPS)))
+        session.references[target] = tuple(_mean_curve([c[i] for c in curves]) for i in (0, 1))
+    return session.references[target]
+
+
+def _mean_curve(curves: list[quality.Curve]) -> quality.Curve:
+    scores = np.mean([c.scores for c in curves], axis=0)
+    return quality.Curve(curves[0].kind, curves[0].fractions, scores, float(np.mean([c.auc for c in curves])))
+
+
+def assess(session: Session, panel: Panel, progress: ProgressFn | None = None) -> dict[str, Any]:
+    """Deletion / insertion AUC against random smooth maps, and the randomisation sanity check, with readings.
+
+    Deletion replaces pixels with a blurred copy (less out-of-distribution than zeros). The sanity check
+    explains once on a copy with random top layers and compares with the map already on the board
+    (``quality.sanity_check`` would recompute the trained map too, doubling the cost of slow methods).
+    """
+    loaded = get_model(session.model_key)
+    e = panel.explanation
+    report = progress or (lambda _f: None)
+    deletion = quality.deletion(loaded, session.x, e.heatmap, e.target, steps=CURVE_STEPS, baseline="blur")
+    insertion = quality.insertion(loaded, session.x, e.heatmap, e.target, steps=CURVE_STEPS)
+    deletion_ref, insertion_ref = reference_curves(session, e.target)
+    report(0.1)
+    net, layers = quality.randomised_copy(loaded.model, seed=0)
+    randomised = LoadedModel(loaded.spec, net, loaded.device)
+    params = {k: v for k, v in e.params.items() if k not in ("layer", "seed")}
+    redo = explain(randomised, session.x, e.method, e.target, layer=e.params.get("layer"),
+                   seed=int(e.params.get("seed", 0)), progress=lambda f: report(0.1 + 0.9 * f), **params)[0]
+    rho = quality.rank_correlation(e.heatmap, redo.heatmap)
+    return {
+        "deletion_auc": deletion.auc, "deletion_auc_random": deletion_ref.auc,
+        "insertion_auc": insertion.auc, "insertion_auc_random": insertion_ref.auc,
+        "sanity_spearman": rho, "randomised_layers": list(layers),
+        "readings": [quality.read_deletion(deletion, deletion_ref), quality.read_insertion(insertion, insertion_ref),
+                     quality.read_sanity(rho)],
+    }
+
+
+def agreement(session: Session) -> quality.Agreement | None:
+    """Pairwise agreement of the maps on the board (None with fewer than two)."""
+    if len(session.panels) < 2:
+        return None
+    return quality.agreement({p.title: p.explanation.heatmap for p in session.panels})
+
+
+def stability(session: Session, panel: Panel, progress: ProgressFn | None = None) -> Stability:
+    """Re-run a stochastic panel's method over a few seeds; mean map, per-pixel spread and a reading."""
+    e = panel.explanation
+    if not METHODS[e.method].stochastic:
+        raise ValueError(f"{METHODS[e.method].label} is deterministic: every seed gives the same map.")
+    params = {k: v for k, v in e.params.items() if k not in ("layer", "seed")}
+    result = quality.stability(get_model(session.model_key), session.x, e.method, e.target, seeds=STABILITY_SEEDS,
+                               layer=e.params.get("layer"), progress=_segmented(progress, len(STABILITY_SEEDS)),
+                               **params)
+    summary = {"spearman": result.spearman, "reading": quality.read_stability(result),
+               "mean_spread": float(result.std.mean())}
+    return Stability(e.method, result.seeds, result.mean, result.std, summary)
+
+
+def _segmented(progress: ProgressFn | None, parts: int) -> ProgressFn | None:
+    """One monotone bar over ``parts`` runs whose own progress restarts at 0 (each run reports 0..1)."""
+    if progress is None:
+        return None
+    state = {"part": 0, "last": 0.0}
+
+    def report(fraction: float) -> None:
+        if fraction < state["last"]:
+            state["part"] = min(state["part"] + 1, parts - 1)
+        state["last"] = fraction
+        progress((state["part"] + fraction) / parts)
+
+    return report
+
+
+# ---------------------------------------------------------------- API summary
+
+
+def summary(session: Session, panel: Panel) -> dict[str, Any]:
+    """JSON-ready description of one explanation (what /explain returns next to the overlay)."""
+    e = panel.explanation
+    return {
+        "model": session.model_key, "method": e.method, "target": e.target, "target_name": e.target_name,
+        "score": e.score, "seconds": e.seconds, "params": e.params, "signed": e.signed,
+        "probabilities": session.probabilities, "quality": _finite(panel.quality),
+        "extras": _finite({k: v for k, v in e.extras.items() if _jsonable(v)}),
+    }
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities become None so the JSON is standard."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+

@@ -1,0 +1,419 @@
+"""The "Explain my X-ray" page: layout, and one handler per user action.
+
+Handlers return dicts of component updates and never raise for a user's mistake: a bad file, setting
+or model ends in the status box (and a toast) so the page stays usable. Work that takes long (slow
+explainers, trust checks, stability) runs in the ``heavy`` queue with a progress bar and a Stop button that
+really stops it (see ``apps.xray.cancel``).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from apps.xray import analysis, views
+from apps.xray.api import register_api
+from apps.xray.cancel import Cancelled, progress_callback
+from apps.xray.controls import method_controls
+from apps.xray.examples import Example
+from apps.xray.models import ARCHITECTURES, BUNDLED, ZooStatus, get_model, load_user_checkpoint
+from apps.xray.report import write_report
+from apps.xray.session import MAX_PANELS, Session
+from apps.xray.similar import SimilarCases
+from apps.xray.uploads import UploadError, UploadJanitor
+from core.explain import render
+from core.explain.base import METHODS
+from core.io import ImageError, LoadedImage, load_image
+from core.zoo import DISCLAIMER, ModelUnavailable
+
+log = logging.getLogger(__name__)
+USER_ERRORS = (ImageError, UploadError, ValueError, ModelUnavailable)
+PREDICTED = "predicted class"
+STYLE_INPUTS = 3  # unsigned colour map, signed colour map, opacity
+CSS = """
+#status .prose { font-size: 0.95rem; }
+.disclaimer { color: #9a3412; font-weight: 600; }
+.board-image img { image-rendering: auto; }
+"""
+
+
+@dataclass
+class Slot:
+    """One place on the comparison board."""
+
+    column: gr.Column
+    image: gr.Image
+    text: gr.Markdown
+
+
+def guarded(box: str = "status") -> Callable[[Callable[..., dict]], Callable[..., dict]]:
+    """Turn a user's mistake (or a cancelled run) into a message in the ``box`` Markdown (and a toast) instead of
+    a failed event, so the page stays usable."""
+
+    def decorate(fn: Callable[..., dict]) -> Callable[..., dict]:
+        @functools.wraps(fn)
+        def wrapper(self: XrayUI, *args: Any, **kwargs: Any) -> dict:
+            target = getattr(self, box)
+            try:
+                return fn(self, *args, **kwargs)
+            except Cancelled:
+                return {target: views.status("Stopped.", ok=True)}
+            except USER_ERRORS as err:
+                gr.Warning(str(err))
+                return {target: views.status(str(err), ok=False)}
+            except Exception as err:  # a bug: log it, tell the visitor without internals, keep serving
+                log.exception("handler %s failed", fn.__name__)
+                gr.Warning("Something went wrong on the server; the app is still running.")
+                return {target: views.status(f"Something went wrong on the server ({type(err).__name__}); the app "
+                                             "is still running.", ok=False)}
+
+        return wrapper
+
+    return decorate
+
+
+class XrayUI:
+    """Builds the Blocks page and holds its components so handlers can address them by name."""
+
+    def __init__(self, zoo: ZooStatus, janitor: UploadJanitor, similar: SimilarCases | None,
+                 examples: list[Example]) -> None:
+        self.zoo, self.janitor, self.similar, self.examples = zoo, janitor, similar, examples
+        self.default_model = BUNDLED if BUNDLED in zoo.available else (zoo.available[0] if zoo.available else None)
+
+    # ------------------------------------------------------------ layout
+
+    def build(self) -> gr.Blocks:
+        """The whole page, its events and the API endpoints."""
+        with gr.Blocks(title="Explain my X-ray · CNN Lens", delete_cache=(60, 600)) as demo:
+            gr.Markdown("# Explain my X-ray\nDrop a chest X-ray: see what the model predicts, where it looked, "
+                        "how far to trust each map, and similar training cases.")
+            gr.Markdown(f"⚠️ {DISCLAIMER}", elem_classes=["disclaimer"], elem_id="disclaimer")
+            self.state = gr.State(None, time_to_live=3600)
+            with gr.Row():
+                with gr.Column(scale=1, min_width=300):
+                    self._input_column()
+                with gr.Column(scale=1, min_width=300):
+                    self.input_view = gr.Image(label="Your image", interactive=False, height=260,
+                                               elem_id="input-view", buttons=[])
+                    self.seen_view = gr.Image(label="What the model saw", interactive=False, height=200,
+                                              elem_id="seen-view", buttons=[])
+                    self.meta = gr.Markdown(elem_id="metadata")
+                with gr.Column(scale=1, min_width=300):
+                    self.label = gr.Label(label=f"Prediction — {DISCLAIMER}", num_top_classes=5,
+                                          elem_id="prediction")
+                    self.status = gr.Markdown(views.status("Upload an X-ray or pick an example.", ok=True),
+                                              elem_id="status")
+                    self.similar_gallery = gr.Gallery(label="Similar training cases (education only)", columns=3,
+                                                      height=300, allow_preview=True, elem_id="similar",
+                                                      interactive=False)
+                    self.similar_note = gr.Markdown(elem_id="similar-note")
+            self._explain_section()
+            self._report_section()
+            gr.Markdown(views.footer(), elem_id="footer-note")
+            self._wire()
+            register_api(self.janitor, self.zoo)
+        return demo
+
+    def _input_column(self) -> None:
+        self.upload = gr.File(label="Chest X-ray: PNG, JPEG, TIFF or DICOM", file_count="single", type="filepath",
+                              height=130, elem_id="upload")
+        self.paste = gr.Image(label="…or paste an image from the clipboard", sources=["clipboard"], type="filepath",
+                              height=130, elem_id="paste")
+        self.example_gallery = gr.Gallery(
+            value=[(e.thumbnail, e.label) for e in self.examples], label="Examples (training X-rays, Kermany et al.)",
+            columns=4, height=200, allow_preview=False, visible=bool(self.examples), elem_id="examples",
+            interactive=False)
+        choices = list(self.zoo.available)
+        self.model = gr.Dropdown(choices, value=self.default_model, label="Model", elem_id="model")
+        gr.Markdown(views.unavailable_models(self.zoo.unavailable), elem_id="unavailable-models")
+        with gr.Accordion("Use your own checkpoint", open=False):
+            self.ckpt_arch = gr.Dropdown(list(ARCHITECTURES), value="resnet18", label="torchvision architecture")
+            self.ckpt_file = gr.File(label="Weights (.pt, .pth or .safetensors)", type="filepath", height=90)
+            self.ckpt_classes = gr.Textbox(label="Class names, comma-separated", value="NORMAL, PNEUMONIA")
+            self.ckpt_size = gr.Number(224, label="Input size (pixels)", precision=0)
+            self.ckpt_button = gr.Button("Load checkpoint")
+            self.ckpt_note = gr.Markdown()
+
+    def _explain_section(self) -> None:
+        method = analysis.default_method()
+        gr.Markdown("## Where did the model look?")
+        with gr.Row():
+            with gr.Column(scale=1, min_width=300):
+                self.method = gr.Dropdown([(info.label, name) for name, info in METHODS.items()], value=method,
+                                          label="Explanation method", elem_id="method")
+                self.method_info = gr.Markdown(views.method_description(METHODS[method]), elem_id="method-info")
+                with gr.Row():
+                    self.target = gr.Dropdown([PREDICTED], value=PREDICTED, label="Explain class", elem_id="target")
+                    self.seed = gr.Number(0, label="Seed", precision=0, minimum=0,
+                                          visible=METHODS[method].stochastic)
+                self.layer = gr.Textbox(label="Layer (dotted name)", visible=METHODS[method].uses_layer,
+                                        elem_id="layer")
+                with gr.Accordion("Method settings", open=False):
+                    self.controls = method_controls(METHODS, method)
+                with gr.Row():
+                    self.explain_button = gr.Button("Explain", variant="primary", elem_id="explain")
+                    self.stop_button = gr.Button("Stop", variant="stop", elem_id="stop")
+                    self.clear_button = gr.Button("Clear maps", elem_id="clear")
+                with gr.Row():
+                    self.cmap = gr.Dropdown(list(render.UNSIGNED_CMAPS), value=views.Style.unsigned,
+                                            label="Colour map", min_width=120)
+                    self.cmap_signed = gr.Dropdown(list(render.SIGNED_CMAPS), value=views.Style.signed,
+                                                   label="Signed maps", min_width=120)
+                self.opacity = gr.Slider(0, 1, value=views.Style.opacity, step=0.05, label="Overlay opacity")
+            with gr.Column(scale=3):
+                self.work = gr.Markdown("Grad-CAM appears here on upload; choose another method and press "
+                                        "**Explain** to compare up to four maps.", elem_id="work", min_height=40)
+                with gr.Row():
+                    self.slots = [self._slot(i) for i in range(MAX_PANELS)]
+                self.agreement = gr.Markdown(elem_id="agreement")
+                with gr.Accordion("Stability over seeds (stochastic methods)", open=False):
+                    self.stability_button = gr.Button("Check the latest stochastic map over 3 seeds")
+                    with gr.Row():
+                        self.stability_mean = gr.Image(label="Mean map", interactive=False, height=220, buttons=[])
+                        self.stability_spread = gr.Image(label="Per-pixel spread (std)", interactive=False,
+                                                         height=220, buttons=[])
+                    self.stability_note = gr.Markdown()
+
+    def _slot(self, i: int) -> Slot:
+        with gr.Column(visible=False, min_width=200, elem_id=f"slot-{i}") as column:
+            image = gr.Image(interactive=False, height=240, elem_id=f"map-{i}", elem_classes=["board-image"],
+                             buttons=["download"])
+            text = gr.Markdown(elem_id=f"trust-{i}")
+        return Slot(column, image, text)
+
+    def _report_section(self) -> None:
+        gr.Markdown("## Report")
+        with gr.Row():
+            self.report_format = gr.Radio(["PNG", "PDF"], value="PDF", label="Format", scale=1)
+            self.report_button = gr.Button("Build report", scale=1, elem_id="build-report")
+            self.report_file = gr.File(label="Report (education and research only)", interactive=False, scale=2,
+                                       elem_id="report")
+
+    # ------------------------------------------------------------ events
+
+    def _wire(self) -> None:
+        board = self._board_components()
+        analysed = [self.state, self.input_view, self.seen_view, self.meta, self.label, self.status, self.work,
+                    self.target, self.layer, self.upload, self.paste, self.similar_gallery, self.similar_note,
+                    self.stability_mean, self.stability_spread, self.stability_note, *board]
+        style = [self.cmap, self.cmap_signed, self.opacity]
+        private = {"api_visibility": "private"}  # only /predict and /explain are API endpoints
+        fast = {"concurrency_id": "fast", **private}
+        heavy = {"concurrency_id": "heavy", "show_progress_on": [self.work], **private}
+        starts = [
+            self.upload.upload(self.on_file, [self.upload, self.model, *style], analysed, **fast),
+            self.paste.upload(self.on_file, [self.paste, self.model, *style], analysed, **fast),
+            self.example_gallery.select(self.on_example, [self.model, *style], analysed, **fast),
+            self.model.input(self.on_model, [self.state, self.model, *style], analysed, **fast),
+        ]
+        follow_ups = []
+        for start in starts:
+            trust = start.then(self.on_assess, [self.state, *style], [self.state, self.work, *board], **heavy)
+            follow_ups.append(trust)
+            start.then(self.on_similar, [self.state], [self.state, self.similar_gallery, self.similar_note], **fast)
+        self.method.change(self.on_method, [self.method],
+                           [self.method_info, self.seed, self.layer, *self.controls.groups.values()],
+                           queue=False, **private)
+        explained = self.explain_button.click(
+            self.on_explain, [self.state, self.method, self.target, self.layer, self.seed, *style,
+                              *self.controls.components()], [self.state, self.work, *board], **heavy)
+        assessed = explained.then(self.on_assess, [self.state, *style], [self.state, self.work, *board], **heavy)
+        stability = self.stability_button.click(
+            self.on_stability, [self.state, *style],
+            [self.state, self.work, self.stability_mean, self.stability_spread, self.stability_note], **heavy)
+        self.stop_button.click(None, cancels=[explained, assessed, stability, *follow_ups])
+        for control in style:
+            control.change(self.on_style, [self.state, *style], board, **fast)
+        self.clear_button.click(self.on_clear, [self.state, *style], [self.state, *board], **fast)
+        self.report_button.click(self.on_report, [self.state, self.report_format, *style],
+                                 [self.report_file, self.work], **{**heavy, "show_progress_on": [self.report_file]})
+        self.ckpt_button.click(self.on_checkpoint, [self.ckpt_file, self.ckpt_arch, self.ckpt_classes,
+                                                    self.ckpt_size, self.state, *style],
+                               [*analysed, self.model, self.ckpt_note, self.ckpt_file], **heavy)
+
+    def _board_components(self) -> list[gr.components.Component]:
+        return [c for s in self.slots for c in (s.column, s.image, s.text)] + [self.agreement]
+
+    def _board(self, session: Session | None, style: views.Style) -> dict:
+        """Updates for the four board slots and the agreement matrix."""
+        panels = session.panels if session else []
+        updates: dict = {self.agreement: views.agreement_table(analysis.agreement(session) if session else None)}
+        for i, slot in enumerate(self.slots):
+            if i < len(panels):
+                p = panels[i]
+                updates[slot.column] = gr.Column(visible=True)
+                updates[slot.image] = gr.Image(views.overlay(session, p.explanation, style), label=p.title)
+                updates[slot.text] = views.panel_text(p)
+            else:
+                updates[slot.column] = gr.Column(visible=False)
+                updates[slot.image] = None
+                updates[slot.text] = ""
+        return updates
+
+    # ------------------------------------------------------------ handlers
+
+    @guarded()
+    def on_file(self, path: str | None, model_key: str, *style: Any) -> dict:
+        """A file was uploaded or pasted: decode it once, release the upload, analyse the image."""
+        if not path:
+            return {}
+        name = Path(path).name
+        reset = {self.upload: None, self.paste: None}
+        try:
+            image = load_image(self.janitor.take(path))
+        except (ImageError, UploadError) as err:
+            gr.Warning(f"{name}: {err}")
+            return {**self._cleared(), **reset, self.status: views.status(f"Could not use **{name}**: {err}", False)}
+        return {**self._analyse(image, name, model_key, views.Style(*style)), **reset}
+
+    @guarded()
+    def on_example(self, model_key: str, *style_and_event: Any) -> dict:
+        """An example thumbnail was clicked."""
+        *style, evt = style_and_event
+        example = self.examples[evt.index]
+        return self._analyse(load_image(example.path), example.label, model_key, views.Style(*style))
+
+    @guarded()
+    def on_model(self, session: Session | None, model_key: str, *style: Any) -> dict:
+        """Another model was chosen: predict again and restart the board with its first map."""
+        if session is None:
+            loaded = get_model(model_key)
+            return {self.target: gr.Dropdown([PREDICTED, *loaded.spec.class_names], value=PREDICTED),
+                    self.layer: loaded.spec.cam_layer,
+                    self.status: views.status(f"Model **{model_key}** selected.", ok=True)}
+        return self._analyse(session.image, session.source, model_key, views.Style(*style))
+
+    def _analyse(self, image: LoadedImage, source: str, model_key: str | None, style: views.Style) -> dict:
+        if not model_key:
+            raise ModelUnavailable("No model is available here; see the list of unavailable models.")
+        started = time.perf_counter()
+        session = analysis.open_session(image, source, model_key)
+        loaded = get_model(model_key)
+        first = analysis.first_method()
+        if first is not None:
+            session.add(analysis.run_method(session, first, {}))
+        seconds = time.perf_counter() - started
+        done = f"prediction{' and ' + METHODS[first].label if first else ''} in {seconds:.2f} s."
+        return {
+            **self._cleared(),
+            self.state: session,
+            self.input_view: views.display(image.array),
+            self.seen_view: gr.Image(views.display(analysis.model_view(session)),
+                                     label=views.model_view_label(loaded.spec)),
+            self.meta: views.metadata(image),
+            self.label: session.probabilities,
+            self.status: views.status(f"**{source}** ({model_key}): {done}" + views.notes(image), ok=True),
+            self.target: gr.Dropdown([PREDICTED, *loaded.spec.class_names], value=PREDICTED),
+            self.layer: loaded.spec.cam_layer,
+            self.work: "Checking how far to trust the map…" if first else "",
+            **self._board(session, style),
+        }
+
+    def _cleared(self) -> dict:
+        return {self.state: None, self.input_view: None, self.seen_view: None, self.meta: "", self.label: None,
+                self.similar_gallery: None, self.similar_note: "", self.stability_mean: None,
+                self.stability_spread: None, self.stability_note: "", self.work: "",
+                **self._board(None, views.Style())}
+
+    def on_method(self, method: str) -> dict:
+        """Show the chosen method's description and only its settings."""
+        info = METHODS[method]
+        groups = dict(zip(self.controls.groups.values(), self.controls.visibility(method), strict=True))
+        return {self.method_info: views.method_description(info), self.seed: gr.Number(visible=info.stochastic),
+                self.layer: gr.Textbox(visible=info.uses_layer), **groups}
+
+    @guarded("work")
+    def on_explain(self, session: Session | None, method: str, target: str, layer: str, seed: float,
+                   *style_and_values: Any, progress: gr.Progress = gr.Progress()) -> dict:  # noqa: B008
+        """Run the selected method with its settings and add the map to the board."""
+        if session is None:
+            raise ValueError("Upload an X-ray (or pick an example) first.")
+        style, values = views.Style(*style_and_values[:STYLE_INPUTS]), style_and_values[STYLE_INPUTS:]
+        overrides = self.controls.build_overrides(method, values)
+        report = progress_callback(progress, f"{METHODS[method].label}…")
+        panel = analysis.run_method(session, method, overrides, None if target == PREDICTED else target, layer,
+                                    int(seed or 0), report)
+        session.add(panel)
+        text = f"{panel.title}: {panel.explanation.seconds:.2f} s. Checking how far to trust it…"
+        return {self.state: session, self.work: views.status(text, ok=True), **self._board(session, style)}
+
+    @guarded("work")
+    def on_assess(self, session: Session | None, *style: Any, progress: gr.Progress = gr.Progress()) -> dict:  # noqa: B008
+        """Compute trust figures for every map on the board that lacks them."""
+        if session is None:
+            return {}
+        todo = [p for p in session.panels if p.quality is None]
+        for i, panel in enumerate(todo):
+            report = progress_callback(progress, f"Trust checks for {panel.title}…", i / len(todo), 1 / len(todo))
+            panel.quality = analysis.assess(session, panel, report)
+        done = {self.work: views.status("Trust checks done.", ok=True)} if todo else {}
+        return {self.state: session, **self._board(session, views.Style(*style)), **done}
+
+    @guarded("work")
+    def on_stability(self, session: Session | None, *style: Any, progress: gr.Progress = gr.Progress()) -> dict:  # noqa: B008
+        """Re-run the latest stochastic map with a few seeds: mean, spread and a reading."""
+        stochastic = [p for p in (session.panels if session else []) if METHODS[p.explanation.method].stochastic]
+        if session is None or not stochastic:
+            raise ValueError("Explain with a stochastic method first (e.g. LIME, Kernel SHAP, SmoothGrad).")
+        panel, look = stochastic[-1], views.Style(*style)
+        result = analysis.stability(session, panel, progress_callback(progress, f"{panel.title} over seeds…"))
+        session.stability = result
+        return {self.state: session, self.work: views.status(result.summary["reading"], ok=True),
+                self.stability_mean: views.overlay_map(session, result.mean, panel.explanation.signed, look),
+                self.stability_spread: views.spread(result.spread, look),
+                self.stability_note: views.stability_text(panel, result)}
+
+    @guarded()
+    def on_style(self, session: Session | None, *style: Any) -> dict:
+        """Colour map or opacity changed: redraw the board without recomputing."""
+        return self._board(session, views.Style(*style))
+
+    @guarded()
+    def on_clear(self, session: Session | None, *style: Any) -> dict:
+        """Empty the board."""
+        if session is not None:
+            session.panels = []
+        return {self.state: session, **self._board(session, views.Style(*style))}
+
+    @guarded()
+    def on_similar(self, session: Session | None) -> dict:
+        """Nearest training images in the bundled model's embedding space."""
+        if session is None or self.similar is None:
+            return {}
+        neighbours = self.similar.query(session.image.array)
+        session.neighbours = neighbours
+        return {self.state: session, self.similar_note: self.similar.status(),
+                self.similar_gallery: [(n.thumbnail, f"{n.label} · distance {n.distance:.3f}") for n in neighbours]}
+
+    @guarded("work")
+    def on_report(self, session: Session | None, fmt: str, *style: Any) -> dict:
+        """Write a PNG or PDF report of what is on screen."""
+        if session is None:
+            raise ValueError("Upload an X-ray (or pick an example) first.")
+        path = write_report(session, fmt.lower(), views.Style(*style))
+        return {self.report_file: str(path), self.work: views.status(f"Report ready ({fmt}).", ok=True)}
+
+    @guarded()
+    def on_checkpoint(self, path: str | None, arch: str, classes: str, size: float, session: Session | None,
+                      *style: Any) -> dict:
+        """Load a user's checkpoint, select it, suggest its target layer and re-analyse the current image."""
+        if not path:
+            raise ValueError("Choose a weights file first.")
+        self.janitor.release(path)
+        key, loaded, layer = load_user_checkpoint(Path(path), arch, classes, int(size or 224))
+        text = (f"Loaded **{loaded.spec.description}** ({len(loaded.spec.class_names)} classes); suggested target "
+                f"layer `{layer}`.")
+        chosen = {self.model: gr.Dropdown([*self.zoo.available, key], value=key), self.ckpt_note: text,
+                  self.ckpt_file: None}
+        if session is None:
+            return {**chosen, self.layer: layer, self.status: views.status(text, ok=True),
+                    self.target: gr.Dropdown([PREDICTED, *loaded.spec.class_names], value=PREDICTED)}
+        return {**self._analyse(session.image, session.source, key, views.Style(*style)), **chosen,
+                self.layer: layer}

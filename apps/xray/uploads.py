@@ -1,0 +1,97 @@
+"""Uploaded files: read them once, then remove them from Gradio's upload folder shortly after the request.
+
+Gradio stores an upload under a folder named by the file's hash, so two visitors sending the same X-ray at
+once share one file; deleting it the instant one request finishes could pull it from under the other.
+So each use (re)arms a short grace period, and a background sweep deletes files whose grace has passed.
+Only files inside Gradio's upload folder are ever touched.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from gradio.utils import get_upload_folder
+
+from core.io import MAX_BYTES
+
+GRACE_SECONDS = 60.0
+SWEEP_SECONDS = 10.0
+
+
+class UploadError(ValueError):
+    """An upload that cannot be read; the message is human."""
+
+
+class UploadJanitor:
+    """Reads uploaded files and deletes them ``grace`` seconds after their last use."""
+
+    def __init__(self, root: Path | None = None, grace: float = GRACE_SECONDS) -> None:
+        self.root = Path(root or get_upload_folder()).resolve()
+        self.grace = grace
+        self._due: dict[Path, float] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def take(self, path: str | Path) -> bytes:
+        """The file's bytes (at most core.io's limit); schedules its deletion when it is an upload."""
+        file = Path(path).resolve()
+        self._schedule(file)
+        try:
+            size = file.stat().st_size
+            if size > MAX_BYTES:
+                raise UploadError(f"The file is larger than {MAX_BYTES // 2**20} MiB.")
+            return file.read_bytes()
+        except FileNotFoundError as err:
+            raise UploadError("The uploaded file is no longer on the server; upload it again.") from err
+        except OSError as err:
+            raise UploadError(f"The uploaded file could not be read ({type(err).__name__}).") from err
+
+    def release(self, path: str | Path) -> None:
+        """Schedule an upload for deletion without reading it (for files another loader opens by path)."""
+        self._schedule(Path(path).resolve())
+
+    def flush(self) -> int:
+        """Delete every scheduled upload now (at shutdown)."""
+        return self.sweep(now=float("inf"))
+
+    def _schedule(self, file: Path) -> None:
+        if not file.is_relative_to(self.root):
+            return  # never delete anything Gradio did not receive as an upload
+        with self._lock:
+            self._due[file] = time.monotonic() + self.grace
+
+    def sweep(self, now: float | None = None) -> int:
+        """Delete every upload whose grace period has passed (and its folder when empty); returns the count."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            expired = [f for f, due in self._due.items() if due <= now]
+            for file in expired:
+                del self._due[file]
+        for file in expired:
+            file.unlink(missing_ok=True)
+            try:
+                if file.parent != self.root:
+                    file.parent.rmdir()  # only succeeds when empty
+            except OSError:
+                pass
+        return len(expired)
+
+    def pending(self) -> int:
+        """How many uploads are waiting for deletion."""
+        with self._lock:
+            return len(self._due)
+
+    def start(self) -> None:
+        """Sweep in a daemon thread every few seconds."""
+        if self._thread is not None:
+            return
+
+        def loop() -> None:
+            while True:
+                time.sleep(min(SWEEP_SECONDS, self.grace))
+                self.sweep()
+
+        self._thread = threading.Thread(target=loop, name="upload-janitor", daemon=True)
+        self._thread.start()

@@ -1,0 +1,74 @@
+"""Explain my X-ray: a Gradio app to upload a chest X-ray, see the prediction, explain it and judge the maps.
+
+    python apps/xray_app.py --port 7860 [--host 127.0.0.1] [--share]
+
+For education and research only, not for diagnosis. Binds to this machine only unless ``--host`` is given;
+no share link unless ``--share``; nothing is sent anywhere (Gradio analytics off). The page and the
+``/predict`` and ``/explain`` API endpoints are built in ``apps/xray/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: nothing phones home
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # make `core` and `apps` importable as a script
+
+STARTED = time.perf_counter()
+log = logging.getLogger("xray_app")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    cpus = os.cpu_count() or 1
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default: this machine only)")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--share", action="store_true", help="ask Gradio for a public share link")
+    parser.add_argument("--concurrency", type=int, default=max(1, cpus // 2),
+                        help="requests of each kind (fast / heavy) computed at once (default: half the CPU cores)")
+    parser.add_argument("--max-queue", type=int, default=64, help="requests waiting before new ones are refused")
+    parser.add_argument("--no-similar", action="store_true", help="skip the similar-cases index")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Load the models and index once, build the page and serve it."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up probes, one line each
+    from apps.xray.examples import pick_examples
+    from apps.xray.models import BUNDLED, get_model, zoo_status
+    from apps.xray.similar import SimilarCases
+    from apps.xray.ui import CSS, XrayUI
+    from apps.xray.uploads import UploadJanitor
+
+    zoo = zoo_status()
+    for name, reason in zoo.unavailable.items():
+        log.warning("model %s unavailable: %s", name, reason)
+    if not zoo.available:
+        sys.exit("No model can be loaded here: " + " ".join(f"{n}: {r}" for n, r in zoo.unavailable.items()))
+    for name in zoo.available[:1]:
+        get_model(name)  # load the default model now, not on the first visitor's request
+    similar = None if args.no_similar or BUNDLED not in zoo.available else SimilarCases(BUNDLED)
+    if similar is not None:
+        similar.start()
+    janitor = UploadJanitor()
+    janitor.start()
+    atexit.register(janitor.flush)
+    demo = XrayUI(zoo, janitor, similar, pick_examples()).build()
+    demo.queue(default_concurrency_limit=args.concurrency, max_size=args.max_queue)
+    log.info("ready to serve after %.1f s", time.perf_counter() - STARTED)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, show_error=False,
+                css=CSS, footer_links=["api"], run_history=False,  # run history would keep X-rays in the browser
+                enable_monitoring=False, mcp_server=False, pwa=False, ssr_mode=False)
+
+
+if __name__ == "__main__":
+    main()
