@@ -120,6 +120,23 @@ def saturation_intervals(act: Activation, lo: float = -6.0, hi: float = 6.0, thr
 
 
 # ------------------------------------------------------------------------------------------------- softmax
+def parse_numbers(text: str, max_count: int = 20) -> np.ndarray:
+    """Numbers separated by commas or spaces, e.g. '2, 1, 0.1'; a ValueError names anything that is not one."""
+    pieces = [p for p in text.replace(",", " ").split() if p]
+    if not 2 <= len(pieces) <= max_count:
+        raise ValueError(f"Enter between 2 and {max_count} numbers separated by commas (got {len(pieces)}).")
+    values = []
+    for piece in pieces:
+        try:
+            values.append(float(piece))
+        except ValueError:
+            raise ValueError(f"{piece!r} is not a number.") from None
+    arr = np.array(values)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("Logits must be finite numbers.")
+    return arr
+
+
 def softmax(z: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """softmax(z / T): T < 1 sharpens towards the arg max, T > 1 flattens towards uniform."""
     if temperature <= 0:

@@ -157,9 +157,9 @@ def convolve(x: np.ndarray, weight: np.ndarray, settings: ConvSettings, bias: np
     for n, lo, hi in ((x3.shape[1], padding.top, padding.bottom), (x3.shape[2], padding.left, padding.right)):
         output_size(n, k, settings.stride, lo, settings.dilation, hi)  # a readable ValueError when no window fits
     padded = torch.as_tensor(pad(x3, padding, settings.fill))[None]
-    b = None if bias is None else torch.as_tensor(np.broadcast_to(np.asarray(bias, np.float64), (w4.shape[0],)))
+    b = None if bias is None else torch.tensor(np.broadcast_to(np.asarray(bias, np.float64), (w4.shape[0],)))
     with torch.no_grad():
-        out = F.conv2d(padded, torch.as_tensor(w4), b, stride=settings.stride, dilation=settings.dilation)[0]
+        out = F.conv2d(padded, torch.tensor(w4), b, stride=settings.stride, dilation=settings.dilation)[0]
     return out[0].numpy() if single else out.numpy()
 
 
@@ -196,16 +196,18 @@ class CellArithmetic:
         return [math.fsum(t.x * t.w for t in self.terms if t.channel == c) for c in range(n)]
 
     def text(self) -> str:
-        """The whole sum written out, one line per input channel, then channel sums + bias = value."""
+        """The whole sum written out: one line per input channel, then channel sums + bias = value."""
         sums = self.channel_sums()
+        bias = f" + bias {fmt(self.bias)}" if self.bias or len(sums) > 1 else ""
+        if len(sums) == 1:
+            products = " + ".join(f"{fmt(t.x)}·{fmt(t.w)}" for t in self.terms)
+            return f"out[{self.out_row}, {self.out_col}] = {products}{bias} = {fmt(self.value)}"
         lines = []
         for c, partial in enumerate(sums):
             products = " + ".join(f"{fmt(t.x)}·{fmt(t.w)}" for t in self.terms if t.channel == c)
-            label = f"channel {c}: " if len(sums) > 1 else ""
-            lines.append(f"{label}{products} = {fmt(partial)}")
-        parts = " + ".join(fmt(v) for v in sums)
-        bias = f" + bias {fmt(self.bias)}" if self.bias or len(sums) > 1 else ""
-        lines.append(f"out[{self.out_row}, {self.out_col}] = {parts}{bias} = {fmt(self.value)}")
+            lines.append(f"channel {c}: {products} = {fmt(partial)}")
+        lines.append(f"out[{self.out_row}, {self.out_col}] = {' + '.join(fmt(v) for v in sums)}{bias} = "
+                     f"{fmt(self.value)}")
         return "\n".join(lines)
 
 
@@ -408,5 +410,8 @@ def stacked_conv_cost(channels: int, k: int, depth: int, h_out: int, w_out: int,
     """``depth`` stacked k x k convolutions keeping ``channels`` channels and the spatial size (Inception's idea)."""
     one = standard_conv_cost(channels, channels, k, h_out, w_out, bias)
     rf = depth * (k - 1) + 1
-    return ConvCost(f"{depth} x {k}x{k} stacked (receptive field {rf})", depth * one.params, depth * one.macs,
+    if depth == 1:
+        return ConvCost(f"one {k}x{k} conv (receptive field {rf})", one.params, one.macs, one.params_formula,
+                        one.macs_formula)
+    return ConvCost(f"{depth} stacked {k}x{k} convs (receptive field {rf})", depth * one.params, depth * one.macs,
                     f"{depth}·({one.params_formula})", f"{depth}·{one.macs_formula}")

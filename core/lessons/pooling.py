@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from scipy.signal import correlate2d
 
 from core.lessons.conv import fmt, output_size
@@ -141,6 +143,16 @@ def tied_windows(forward: PoolForward) -> list[PoolWindow]:
     return [w for w in forward.windows if len(w.ties) > 1]
 
 
+def torch_reference(x: np.ndarray, kernel: int, stride: int, mode: PoolMode, upstream: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """PyTorch's pooled output and input gradient (autograd of Σ upstream·pool(x)), for the on-screen check."""
+    xt = torch.tensor(np.asarray(x, dtype=np.float64))[None, None].requires_grad_()
+    pool = F.max_pool2d if mode == "max" else F.avg_pool2d
+    out = pool(xt, kernel, stride)
+    (out * torch.tensor(np.asarray(upstream, dtype=np.float64))[None, None]).sum().backward()
+    return out[0, 0].detach().numpy(), xt.grad[0, 0].numpy()
+
+
 # ------------------------------------------------------------------------------ strided-convolution backward
 @dataclass(frozen=True)
 class StridedConvBackward:
@@ -225,6 +237,16 @@ def finite_difference_check(result: StridedConvBackward, eps: float = 1e-3) -> F
     gw = numeric(result.weight, lambda w: float(np.sum(g * strided_conv_forward(result.x, w, s))))
     return FiniteDifferenceCheck(gx, gw, float(np.abs(gx - result.grad_input).max()),
                                  float(np.abs(gw - result.grad_weight).max()))
+
+
+def autograd_max_error(result: StridedConvBackward) -> float:
+    """Largest gap between the walkthrough's gradients and ``conv2d`` + autograd for the same x, w, g and stride."""
+    xt = torch.tensor(result.x)[None, None].requires_grad_()
+    wt = torch.tensor(result.weight)[None, None].requires_grad_()
+    y = F.conv2d(xt, wt, stride=result.stride)
+    (y * torch.tensor(result.upstream)[None, None]).sum().backward()
+    return float(max(np.abs(xt.grad[0, 0].numpy() - result.grad_input).max(),
+                     np.abs(wt.grad[0, 0].numpy() - result.grad_weight).max()))
 
 
 def strided_example(n: int = 5, k: int = 3, stride: int = 2, seed: int = 0) -> tuple[np.ndarray, ...]:
