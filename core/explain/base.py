@@ -1,13 +1,21 @@
 """Explainer interface: one result type, one registry, and hooks that never outlive a call.
 
-Each method is a function ``fn(ctx, x, targets) -> maps`` registered with its parameters; ``explain``
-validates parameters, picks targets, times the call and wraps every image's map in an Explanation.
-Methods hold no global state, so concurrent requests from a web app cannot mix.
+Each method is a function ``fn(ctx, x, targets) -> maps`` (or ``(maps, extras)``) registered with its parameters;
+``explain`` validates parameters, picks targets, times the call and wraps every image's map in an Explanation.
+
+Concurrency: a web app explains several requests at once on one shared model. Methods hold no global state, and
+the forward hooks used here (``capture``, ``last_spatial_layer``) are registered for one call, removed in a
+``finally`` and act only on forward passes of the thread that registered them, so another thread's forward through
+the same module neither triggers them nor is altered by them.
 """
 
 from __future__ import annotations
 
+import math
+import threading
 import time
+import weakref
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,10 +24,12 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import nn
+from torchvision.transforms.v2.functional import gaussian_blur
 
-from core.zoo import LoadedModel, get_layer
+from core.zoo import LoadedModel, Preprocessing, get_layer
 
 ProgressFn = Callable[[float], None]
+BLUR_SIGMA = 1 / 20  # Gaussian sigma of "blur" baselines, as a fraction of the image side
 
 
 @dataclass(frozen=True)
@@ -40,9 +50,13 @@ class Param:
         """Coerce ``value`` to this parameter's type or raise ValueError naming the parameter."""
         try:
             if self.kind == "int":
+                if isinstance(value, float) and not value.is_integer():
+                    raise ValueError
                 value = int(value)
             elif self.kind == "float":
                 value = float(value)
+                if not math.isfinite(value):
+                    raise ValueError
             elif self.kind == "bool":
                 value = value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
             else:
@@ -58,7 +72,13 @@ class Param:
 
 @dataclass(frozen=True)
 class Context:
-    """What a method function receives besides the input: model, layer, seed, batch size, progress, params."""
+    """What a method function receives besides the input: model, layer, seed, batch size, progress, params.
+
+    ``prep`` is the model's preprocessing when known (None for a bare module, whose input is then taken to be
+    the image in [0, 1]); ``requested`` holds the caller's targets (None: each image's predicted class).
+    Methods registered with ``own_forward=True`` get ``targets=None`` and call ``resolve`` on the logits of their
+    own forward pass on the clean input, which saves ``explain`` a separate prediction pass.
+    """
 
     model: nn.Module
     device: torch.device
@@ -67,14 +87,53 @@ class Context:
     batch_size: int
     params: dict[str, Any]
     progress: ProgressFn | None = None
+    prep: Preprocessing | None = None
+    requested: torch.Tensor | None = None
+    _outcome: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, repr=False)
 
     def report(self, fraction: float) -> None:
         """Forward progress in [0, 1]; the callback may raise to cancel the work."""
         if self.progress is not None:
             self.progress(min(max(fraction, 0.0), 1.0))
 
+    def resolve(self, logits: torch.Tensor, rows: slice | None = None) -> torch.Tensor:
+        """Targets for the images ``rows`` of the batch, given their clean logits; records them for ``explain``."""
+        rows = rows if rows is not None else slice(0, len(logits))
+        logits = logits.detach().float()
+        k = logits.shape[1]
+        if self.requested is None:
+            targets = logits.argmax(dim=1)
+        else:
+            targets = self.requested[rows].to(logits.device)
+            if int(targets.min()) < 0 or int(targets.max()) >= k:
+                raise ValueError(f"target must be a class index in [0, {k - 1}], got {targets.tolist()}.")
+        self._outcome[rows.start, rows.stop] = (targets, logits)
+        return targets
 
-MapFn = Callable[[Context, torch.Tensor, torch.Tensor], "torch.Tensor | tuple[torch.Tensor, list[dict]]"]
+    def outcome(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Targets (N) and clean logits (N x K) of the whole batch, as recorded by ``resolve``."""
+        parts = sorted(self._outcome.items())
+        if sum(stop - start for (start, stop), _ in parts) != n:
+            raise RuntimeError("the method did not resolve the targets of every image")
+        return torch.cat([t for _, (t, _) in parts]), torch.cat([lg for _, (_, lg) in parts])
+
+    def rng(self, purpose: str, *key: int) -> torch.Generator:
+        """A generator on the model's device seeded by (seed, purpose, key): e.g. key = (image, sample) gives every
+        sample its own stream, so a map depends neither on the batch size nor on the other images in the batch."""
+        state = np.random.SeedSequence([self.seed, zlib.crc32(purpose.encode()), *key]).generate_state(2)
+        return torch.Generator(device=self.device).manual_seed(int(state[0]) << 32 | int(state[1]))
+
+    def pixel_value(self, value: float, like: torch.Tensor) -> torch.Tensor:
+        """Model-input value of an image intensity (0 = black, 1 = white), shaped 1 x C x 1 x 1 like ``like``."""
+        c = like.shape[1]
+        if self.prep is None:
+            return torch.full((1, c, 1, 1), value, device=like.device, dtype=like.dtype)
+        mean = torch.tensor(self.prep.mean, device=like.device, dtype=like.dtype).view(1, -1, 1, 1)
+        std = torch.tensor(self.prep.std, device=like.device, dtype=like.dtype).view(1, -1, 1, 1)
+        return ((value - mean) / std).expand(1, c, 1, 1)
+
+
+MapFn = Callable[[Context, torch.Tensor, "torch.Tensor | None"], "torch.Tensor | tuple[torch.Tensor, list[dict]]"]
 
 
 @dataclass(frozen=True)
@@ -90,6 +149,7 @@ class MethodInfo:
     uses_layer: bool
     params: tuple[Param, ...]
     fn: MapFn
+    own_forward: bool = False
 
     def defaults(self) -> dict[str, Any]:
         """Default value of every parameter."""
@@ -125,15 +185,19 @@ METHODS: dict[str, MethodInfo] = {}
 
 
 def register(name: str, label: str, family: str, description: str, *, signed: bool = False,
-             stochastic: bool = False, uses_layer: bool = False, params: Sequence[Param] = ()
-             ) -> Callable[[MapFn], MapFn]:
-    """Decorator adding a map function to the registry under ``name``."""
+             stochastic: bool = False, uses_layer: bool = False, own_forward: bool = False,
+             params: Sequence[Param] = ()) -> Callable[[MapFn], MapFn]:
+    """Decorator adding a map function to the registry under ``name``.
+
+    ``own_forward``: the function runs the model on the clean input itself and calls ``ctx.resolve`` (it then
+    receives ``targets=None``); otherwise ``explain`` runs a prediction pass first and passes the targets.
+    """
 
     def wrap(fn: MapFn) -> MapFn:
         if name in METHODS:
             raise ValueError(f"method {name!r} registered twice")
         METHODS[name] = MethodInfo(name, label, family, description, signed, stochastic, uses_layer,
-                                   tuple(params), fn)
+                                   tuple(params), fn, own_forward)
         return fn
 
     return wrap
@@ -151,101 +215,201 @@ def resolve_params(info: MethodInfo, overrides: dict[str, Any]) -> dict[str, Any
 
 def explain(model: LoadedModel | nn.Module, x: torch.Tensor, method: str, target: int | Sequence[int] | None = None,
             *, layer: str | None = None, seed: int = 0, batch_size: int = 64, progress: ProgressFn | None = None,
-            class_names: Sequence[str] | None = None, **params: Any) -> list[Explanation]:
+            class_names: Sequence[str] | None = None, prep: Preprocessing | None = None,
+            **params: Any) -> list[Explanation]:
     """Explain a preprocessed batch (N x C x H x W) with a registered method; one Explanation per image.
 
     ``target`` defaults to each image's predicted class; ``layer`` to the model's CAM layer (or the last
-    layer with spatial output).
+    layer with spatial output); ``prep`` to the LoadedModel's preprocessing. Every method explains the target's
+    logit; ``Explanation.score`` is its softmax probability on the clean image. ``seconds`` is the wall time of
+    the whole call (prediction included) divided by the number of images.
     """
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.")
     info = METHODS[method]
     settings = resolve_params(info, params)
-    net, device, names, default_layer = _unpack(model)
+    if not isinstance(x, torch.Tensor) or x.ndim != 4 or len(x) == 0:
+        raise ValueError(f"expected an N x C x H x W batch, got {getattr(x, 'shape', type(x).__name__)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+    if seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed}.")
+    net, device, names, default_layer, spec_prep = _unpack(model)
     names = tuple(class_names) if class_names is not None else names
-    x = x.to(device)
-    if x.ndim != 4:
-        raise ValueError(f"expected an N x C x H x W batch, got shape {tuple(x.shape)}")
-    with torch.no_grad():
-        probs = torch.softmax(net(x), dim=1)
-    targets = _targets(target, probs)
-    ctx = Context(net, device, layer or default_layer or last_spatial_layer(net, x[:1]), seed, batch_size,
-                  settings, progress)
     started = time.perf_counter()
-    out = info.fn(ctx, x, targets)
+    x = x.to(device)
+    if info.uses_layer:
+        layer = layer or default_layer or last_spatial_layer(net, x[:1])
+        get_layer(net, layer)  # a clear error for a misspelt layer before any work
+    ctx = Context(net, device, layer or "", seed, batch_size, settings, progress, prep or spec_prep,
+                  _requested(target, len(x), device))
+    if info.own_forward:
+        out = info.fn(ctx, x, None)
+    else:
+        with torch.no_grad():
+            logits = torch.cat([net(x[rows]) for rows in batches(len(x), batch_size)])
+        out = info.fn(ctx, x, ctx.resolve(logits))
     maps, extras = out if isinstance(out, tuple) else (out, [{} for _ in range(len(x))])
-    seconds = time.perf_counter() - started
+    targets, logits = ctx.outcome(len(x))
+    probs = torch.softmax(logits, dim=1).gather(1, targets[:, None])[:, 0].tolist()
     maps_np = maps.detach().float().cpu().numpy()
+    seconds = time.perf_counter() - started
     record = {**settings, **({"layer": ctx.layer} if info.uses_layer else {}),
               **({"seed": seed} if info.stochastic else {})}
     return [
-        Explanation(method, maps_np[i], int(t), names[t] if t < len(names) else str(t),
-                    float(probs[i, t]), dict(record), seconds / len(x), info.signed, extras[i])
+        Explanation(method, maps_np[i], t, names[t] if t < len(names) else str(t), probs[i], dict(record),
+                    seconds / len(x), info.signed, extras[i])
         for i, t in enumerate(targets.tolist())
     ]
 
 
-def _unpack(model: LoadedModel | nn.Module) -> tuple[nn.Module, torch.device, tuple[str, ...], str | None]:
+def _unpack(model: LoadedModel | nn.Module
+            ) -> tuple[nn.Module, torch.device, tuple[str, ...], str | None, Preprocessing | None]:
     if isinstance(model, LoadedModel):
-        return model.model, model.device, model.spec.class_names, model.spec.cam_layer
+        return model.model, model.device, model.spec.class_names, model.spec.cam_layer, model.spec.preprocessing
     device = next(model.parameters()).device
-    return model, device, (), None
+    return model, device, (), None, None
 
 
-def _targets(target: int | Sequence[int] | None, probs: torch.Tensor) -> torch.Tensor:
-    n, k = probs.shape
+def _requested(target: int | Sequence[int] | None, n: int, device: torch.device) -> torch.Tensor | None:
     if target is None:
-        return probs.argmax(dim=1)
-    t = torch.as_tensor([target] * n if isinstance(target, int) else list(target), device=probs.device)
-    if len(t) != n or int(t.min()) < 0 or int(t.max()) >= k:
-        raise ValueError(f"target must be a class index in [0, {k - 1}] (one per image), got {target!r}.")
+        return None
+    try:
+        t = torch.as_tensor([int(target)] * n if np.ndim(target) == 0 else [int(v) for v in target], device=device)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"target must be a class index or one per image, got {target!r}.") from err
+    if len(t) != n:
+        raise ValueError(f"target has {len(t)} entries for {n} images.")
     return t
 
 
-def last_spatial_layer(model: nn.Module, sample: torch.Tensor) -> str:
-    """Name of the last module (in execution order) whose output is a 4-D map with spatial size above 1."""
-    seen: list[str] = []
-    handles = [m.register_forward_hook(lambda _m, _i, out, n=name: seen.append(n)
-                                       if isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[-1] > 1
-                                       and out.shape[-2] > 1 else None)
-               for name, m in model.named_modules() if name and not list(m.children())]
+@contextmanager
+def _thread_hooks(pairs: Sequence[tuple[nn.Module, Callable]]) -> Iterator[None]:
+    """Forward hooks on modules that fire only for forward passes of the calling thread; always removed."""
+    owner = threading.get_ident()
+
+    def only_mine(hook: Callable) -> Callable:
+        def wrapped(module: nn.Module, inputs: tuple, output: Any) -> Any:
+            return hook(module, inputs, output) if threading.get_ident() == owner else None
+        return wrapped
+
+    handles = []
     try:
-        with torch.no_grad():
-            model(sample)
+        for module, hook in pairs:
+            handles.append(module.register_forward_hook(only_mine(hook)))
+        yield
     finally:
-        for h in handles:
-            h.remove()
+        for handle in handles:
+            handle.remove()
+
+
+_LAST_SPATIAL: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], str]] = weakref.WeakKeyDictionary()
+
+
+def last_spatial_layer(model: nn.Module, sample: torch.Tensor) -> str:
+    """Name of the last module (in execution order) whose output is a 4-D map with spatial size above 1.
+
+    Cached per model and input shape (it costs a forward pass).
+    """
+    shape = tuple(sample.shape[1:])
+    cached = _LAST_SPATIAL.get(model, {}).get(shape)
+    if cached is not None:
+        return cached
+    seen: list[str] = []
+
+    def record(name: str) -> Callable:
+        def hook(_m: nn.Module, _i: tuple, out: Any) -> None:
+            if isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[-1] > 1 and out.shape[-2] > 1:
+                seen.append(name)
+        return hook
+
+    leaves = [(m, record(name)) for name, m in model.named_modules() if name and not list(m.children())]
+    with _thread_hooks(leaves), torch.no_grad():
+        model(sample[:1])
     if not seen:
         raise ValueError("The model has no layer with a spatial (4-D) output to explain.")
+    _LAST_SPATIAL.setdefault(model, {})[shape] = seen[-1]
     return seen[-1]
 
 
 @dataclass
 class LayerCapture:
-    """Activations (and their gradients, when requested) recorded at one layer during a forward pass."""
+    """The output of one layer recorded during a forward pass (its last call, if the module runs repeatedly).
+
+    Take gradients with ``torch.autograd.grad(score, capture.activations)``: only the graph between the score
+    and the layer is traversed, and no parameter gets a gradient.
+    """
 
     activations: torch.Tensor | None = None
-    gradients: torch.Tensor | None = None
+
+    def require(self, layer: str) -> torch.Tensor:
+        """The activations, checked to be an N x C x h x w map (the only kind a layer map can be made of)."""
+        a = self.activations
+        if a is None:
+            raise ValueError(f"Layer {layer!r} did not run in the forward pass.")
+        if a.ndim != 4:
+            raise ValueError(f"Layer {layer!r} outputs shape {tuple(a.shape)}, not a spatial map; "
+                             "choose a convolutional layer.")
+        return a
 
 
 @contextmanager
-def capture(model: nn.Module, layer: str, gradients: bool = True) -> Iterator[LayerCapture]:
-    """Record a layer's output (and its gradient) for one call; the hook is always removed afterwards."""
+def capture(model: nn.Module, layer: str) -> Iterator[LayerCapture]:
+    """Record a layer's output for forward passes of this thread; the hook is always removed afterwards.
+
+    The model continues with a copy of the output, so in-place operations after the layer (``out += identity``,
+    ``ReLU(inplace=True)``) cannot alter the recorded activations or invalidate gradients taken w.r.t. them.
+    """
     record = LayerCapture()
 
-    def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+    def hook(_module: nn.Module, _inputs: tuple, output: Any) -> Any:
+        if not isinstance(output, torch.Tensor):
+            raise ValueError(f"Layer {layer!r} outputs a {type(output).__name__}, not a tensor.")
         record.activations = output
-        if gradients and output.requires_grad:
-            output.register_hook(lambda grad: setattr(record, "gradients", grad))
+        return output.clone()
 
-    handle = get_layer(model, layer).register_forward_hook(hook)
-    try:
+    with _thread_hooks([(get_layer(model, layer), hook)]):
         yield record
-    finally:
-        handle.remove()
 
 
 def batches(n: int, size: int) -> Iterator[slice]:
     """Consecutive slices of at most ``size`` covering range(n)."""
     for start in range(0, n, size):
         yield slice(start, min(start + size, n))
+
+
+def blur(x: torch.Tensor, sigma_fraction: float = BLUR_SIGMA) -> torch.Tensor:
+    """Gaussian blur (sigma = ``sigma_fraction`` of the image side) of a ... x C x H x W tensor, on its device."""
+    sigma = sigma_fraction * max(x.shape[-2:])
+    size = min(2 * math.ceil(3 * sigma) + 1, 2 * (min(x.shape[-2:]) // 2) - 1)  # reflect padding needs < side
+    return gaussian_blur(x, [size, size], [sigma, sigma])
+
+
+BASELINE_HELP = {
+    "zero": "zero model input: the training-mean intensity",
+    "black": "pixel value 0 (black)",
+    "mean": "this image's mean intensity, flat",
+    "blur": "a Gaussian-blurred copy of the image (sigma = 5% of its side)",
+    "uniform": "uniform noise over the intensity range (seeded)",
+}
+
+
+def baseline(ctx: Context, x: torch.Tensor, kind: str, image: int = 0) -> torch.Tensor:
+    """Reference image(s) like ``x`` (N x C x H x W) for occlusion fills and integration paths.
+
+    ``image`` is the index of x[0] in the call (seeds the ``uniform`` noise per image).
+    """
+    if kind == "zero":
+        return torch.zeros_like(x)
+    if kind == "black":
+        return ctx.pixel_value(0.0, x).expand_as(x).clone()
+    if kind == "mean":
+        return x.mean(dim=(2, 3), keepdim=True).expand_as(x).clone()
+    if kind == "blur":
+        return blur(x)
+    if kind == "uniform":
+        lo, hi = ctx.pixel_value(0.0, x), ctx.pixel_value(1.0, x)
+        noise = torch.stack([torch.rand(x.shape[1:], generator=ctx.rng("uniform baseline", image + i), device=x.device,
+                                        dtype=x.dtype) for i in range(len(x))])
+        return lo + (hi - lo) * noise
+    raise ValueError(f"baseline must be one of {', '.join(BASELINE_HELP)}, got {kind!r}.")

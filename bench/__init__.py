@@ -1,0 +1,1 @@
+"""Benchmarks: speed as ratios to a floor measured in the same run (never timed asserts)."""
