@@ -21,6 +21,8 @@ class Lesson:
 
 
 LESSONS: list[Lesson] = [
+    Lesson("Lessons", "pages/receptive_field.py", "Receptive field", ":material/center_focus_strong:",
+           "what one unit sees: layer arithmetic, real networks with skip paths, effective receptive fields, dilation"),
     Lesson("Lessons", "pages/convolution.py", "Convolution playground", ":material/grid_on:",
            "kernels, padding, stride and dilation on real images; the size formula; one output cell by hand"),
     Lesson("Lessons", "pages/pooling.py", "Max-pool backprop", ":material/call_split:",

@@ -246,6 +246,21 @@ def analyse_stack(layers: Sequence[LayerSpec], input_size: int | tuple[int, int]
     return Analysis(name, _hw(input_size), tuple(rows))
 
 
+def _conv(k: int, s: int = 1, p: int = 0, d: int = 1) -> LayerSpec:
+    return LayerSpec("conv", k, s, p, d)
+
+
+STACK_PRESETS: dict[str, tuple[LayerSpec, ...]] = {
+    "small CNN: (conv 3×3 ×2, max-pool 2×2) ×2": (_conv(3, 1, 1), _conv(3, 1, 1), LayerSpec("maxpool", 2, 2),
+                                                _conv(3, 1, 1), _conv(3, 1, 1), LayerSpec("maxpool", 2, 2)),
+    "strided: four conv 3×3 /2": tuple(_conv(3, 2, 1) for _ in range(4)),
+    "dilated context module: d = 1, 2, 4, 8": tuple(_conv(3, 1, d, d) for d in (1, 2, 4, 8)),
+    "AlexNet front end": (_conv(11, 4, 2), LayerSpec("maxpool", 3, 2), _conv(5, 1, 2), LayerSpec("maxpool", 3, 2)),
+    "one 7×7 (vs three 3×3)": (_conv(7, 1, 3),),
+    "three 3×3 (vs one 7×7)": (_conv(3, 1, 1), _conv(3, 1, 1), _conv(3, 1, 1)),
+}
+
+
 def _hw(size: int | tuple[int, int]) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
@@ -555,7 +570,7 @@ class ERFSummary:
     fraction: float  # share of the gradient mass the radius holds
     radius: float  # px around the theoretical centre that hold ``fraction`` of the mass
     inside_box: float  # share of the mass inside the theoretical field (1 up to rounding: gradients cannot leave it)
-    area_ratio: float  # disc of that radius (clipped to the image) over the field's in-image area
+    size_ratio: float  # the disc's diameter over the theoretical field's side (padding included)
 
 
 def mass_radius(erf: np.ndarray, centre: tuple[float, float], fraction: float) -> float:
@@ -574,13 +589,11 @@ def mass_radius(erf: np.ndarray, centre: tuple[float, float], fraction: float) -
 
 
 def summarise_erf(erf: np.ndarray, field: UnitField, fraction: float = 0.9) -> ERFSummary:
-    """Radius holding ``fraction`` of the mass, mass inside the theoretical box, and the area ratio."""
+    """Radius holding ``fraction`` of the mass, mass inside the theoretical box, and diameter over field size."""
     radius = mass_radius(erf, field.centre, fraction)
     (r0, r1), (c0, c1) = field.clipped_rows, field.clipped_cols
     inside = float(erf[r0:r1 + 1, c0:c1 + 1].sum() / erf.sum())
-    rows, cols = np.indices(erf.shape)
-    disc = int((np.hypot(rows - field.centre[0], cols - field.centre[1]) <= radius).sum())
-    return ERFSummary(fraction, radius, inside, disc / field.inside_area)
+    return ERFSummary(fraction, radius, inside, 2 * radius / (field.rows[1] - field.rows[0] + 1))
 
 
 # ---------------------------------------------------------------- 1-D view and dilation

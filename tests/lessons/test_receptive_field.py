@@ -389,7 +389,8 @@ def test_erf_never_leaves_the_theoretical_field(name, nets):
     erf = rf.effective_receptive_field(rf.unit_probe(nets[name], node), x, unit)
     summary = rf.summarise_erf(erf, rf.unit_field(analysis, node, unit), 0.9)
     assert summary.inside_box == pytest.approx(1.0, abs=1e-12)
-    assert summary.radius > 0 and summary.area_ratio > 0
+    assert summary.radius > 0
+    assert summary.size_ratio == pytest.approx(2 * summary.radius / analysis.row(node).field.size)
 
 
 def test_trained_and_random_erf_of_the_bundled_model_differ():
