@@ -22,8 +22,7 @@ import torch
 from scipy.stats import spearmanr
 from torch import nn
 
-from core.explain.base import Explanation, batches, explain
-from core.explain.superpixels import blur
+from core.explain.base import Explanation, batches, blur, explain
 from core.zoo import LoadedModel
 
 MapLike = np.ndarray | torch.Tensor

@@ -18,13 +18,11 @@ import numpy as np
 import torch
 from skimage.segmentation import felzenszwalb, quickshift, slic
 from sklearn.linear_model import LinearRegression, Ridge
-from torchvision.transforms.v2.functional import gaussian_blur
 
-from core.explain.base import Context, Param, batches, register
+from core.explain.base import BASELINE_HELP, Context, Param, baseline, batches, register
 
 SEGMENTERS = ("slic", "quickshift", "felzenszwalb")
-HIDES = ("mean", "zero", "blur")
-BLUR_SIGMA = 1 / 20  # Gaussian sigma of the "blur" hide value, as a fraction of the image side
+HIDES = ("mean", "zero", "black", "blur")
 
 SAMPLING_PARAMS = (
     Param("n_samples", "Samples", "int", 1000, 50, 10000, 50,
@@ -44,8 +42,8 @@ SAMPLING_PARAMS = (
     Param("min_size", "Minimum size (Felzenszwalb)", "int", 50, 1, 2000, 1,
           help="Felzenszwalb merges regions smaller than this many pixels."),
     Param("hide", "Hide value", "choice", "mean", choices=HIDES,
-          help="What replaces a hidden superpixel: its mean colour, zero (the training mean after "
-               "normalisation), or a blurred copy of the image."),
+          help="What replaces a hidden superpixel — mean: its own mean intensity (lime's default); "
+               + "; ".join(f"{k}: {BASELINE_HELP[k]}" for k in HIDES[1:]) + "."),
     Param("top_k", "Top regions", "int", 5, 1, 50, 1, help="How many most positive / negative regions to list."),
 )
 
@@ -100,7 +98,8 @@ def sample_coalitions(n: int, k: int, size_logweights: torch.Tensor, generator: 
 
     Row 0 is the full image and row 1 all hidden. The other rows draw a coalition size s in 1..k-1 with
     probability proportional to ``exp(size_logweights[s - 1])`` and then a uniform subset of that size, in
-    complementary pairs (z, 1 - z) to cancel half the sampling noise; their weights are 1. When every
+    consecutive complementary pairs (z, 1 - z), which cancels the even part of the sampling noise; their
+    weights are 1. When every
     coalition fits in the budget they are all enumerated instead, each weighted by its exact probability,
     which makes the fit exact. Masks are drawn on the CPU so a seed gives the same masks on every device.
     """
@@ -118,8 +117,8 @@ def sample_coalitions(n: int, k: int, size_logweights: torch.Tensor, generator: 
     sizes = torch.multinomial(torch.softmax(size_logweights, 0), half, replacement=True, generator=generator) + 1
     ranks = torch.rand(half, k, generator=generator).argsort(1).argsort(1)
     masks = (ranks < sizes[:, None]).float()
-    masks = torch.cat([ends, masks, 1 - masks])[:n]
-    return masks, torch.ones(len(masks))
+    pairs = torch.stack([masks, 1 - masks], dim=1).reshape(-1, k)  # z1, 1 - z1, z2, ...: prefixes stay paired
+    return torch.cat([ends, pairs])[:n], torch.ones(n)
 
 
 def lime_size_logweights(k: int) -> torch.Tensor:
@@ -137,26 +136,16 @@ def shapley_size_logweights(k: int) -> torch.Tensor:
 # ---------------------------------------------------------------- perturbation and evaluation
 
 
-def blur(x: torch.Tensor) -> torch.Tensor:
-    """Gaussian blur (sigma = BLUR_SIGMA of the image side) of a ... x C x H x W tensor, on its device."""
-    sigma = BLUR_SIGMA * max(x.shape[-2:])
-    size = min(2 * math.ceil(3 * sigma) + 1, 2 * (min(x.shape[-2:]) // 2) - 1)
-    return gaussian_blur(x, [size, size], [sigma, sigma])
-
-
-def hidden_image(x: torch.Tensor, segments: torch.Tensor, hide: str) -> torch.Tensor:
-    """What the image looks like with every superpixel hidden (C x H x W, on x's device)."""
-    if hide == "zero":
-        return torch.zeros_like(x)
-    if hide == "blur":
-        return blur(x)
-    if hide == "mean":  # each superpixel's own mean colour, as lime's default hide_color=None
-        flat = segments.flatten()
-        k = int(flat.max()) + 1
-        sums = torch.zeros(x.shape[0], k, device=x.device, dtype=x.dtype).index_add_(1, flat, x.flatten(1))
-        counts = torch.bincount(flat, minlength=k).to(x.dtype)
-        return (sums / counts)[:, segments]
-    raise ValueError(f"hide must be one of {', '.join(HIDES)}, got {hide!r}.")
+def hidden_image(ctx: Context, x: torch.Tensor, segments: torch.Tensor, hide: str) -> torch.Tensor:
+    """What the image (C x H x W) looks like with every superpixel hidden, on x's device."""
+    if hide != "mean":
+        return baseline(ctx, x[None], hide)[0]
+    # each superpixel's own mean colour, as lime's default hide_color=None
+    flat = segments.flatten()
+    k = int(flat.max()) + 1
+    sums = torch.zeros(x.shape[0], k, device=x.device, dtype=x.dtype).index_add_(1, flat, x.flatten(1))
+    counts = torch.bincount(flat, minlength=k).to(x.dtype)
+    return (sums / counts)[:, segments]
 
 
 def evaluate_coalitions(ctx: Context, x: torch.Tensor, hidden: torch.Tensor, segments: torch.Tensor,
@@ -227,7 +216,7 @@ def _explain(ctx: Context, x: torch.Tensor, targets: torch.Tensor, shap: bool
         generator = torch.Generator().manual_seed(ctx.seed)  # per image: a map never depends on its batch mates
         size_logweights = shapley_size_logweights(k) if shap else lime_size_logweights(k)
         masks, sample_weights = sample_coalitions(p["n_samples"], k, size_logweights, generator)
-        hidden = hidden_image(x[i], segments, p["hide"])
+        hidden = hidden_image(ctx, x[i], segments, p["hide"])
         scores = evaluate_coalitions(ctx, x[i], hidden, segments, masks, target, i * batches_per_image,
                                      len(targets) * batches_per_image).cpu().double().numpy()
         masks_np, weights_np = masks.double().numpy(), sample_weights.double().numpy()

@@ -8,6 +8,7 @@ from scipy.stats import rankdata
 from torch import nn
 
 from core.explain import explain
+from core.explain.base import blur
 from core.explain.quality import (
     Curve,
     agreement,
@@ -25,7 +26,6 @@ from core.explain.quality import (
     top_layers,
     top_overlap,
 )
-from core.explain.superpixels import blur
 
 SIDE = 32
 REGION = (slice(4, 12), slice(20, 28))  # the only pixels the synthetic model looks at

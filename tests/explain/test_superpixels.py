@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from core.explain import explain
+from core.explain.base import Context, blur
 from core.explain.superpixels import (
     hidden_image,
     lime_size_logweights,
@@ -18,6 +19,7 @@ from core.explain.superpixels import (
     segmentation_image,
     shapley_size_logweights,
 )
+from core.zoo import Preprocessing
 
 SIDE, GRID = 48, 4  # 4 x 4 blocks of 12 x 12 pixels
 
@@ -117,28 +119,38 @@ def test_lime_matches_the_lime_package_with_the_same_segmentation():
     assert ours.extras["intercept"] == pytest.approx(theirs.intercept[1], abs=0.01)
 
 
-@pytest.mark.parametrize(("n_samples", "hide"), [(300, "zero"), (300, "mean"), (100, "blur"), (5000, "mean")])
+def segment_means(x: torch.Tensor, segments: np.ndarray) -> torch.Tensor:
+    """Each pixel replaced by its superpixel's mean, per channel (numpy, independent of the torch code)."""
+    out = np.empty(x.shape, np.float32)
+    for j in range(segments.max() + 1):
+        region = segments == j
+        for c in range(x.shape[0]):
+            out[c][region] = x[c].numpy()[region].mean()
+    return torch.from_numpy(out)
+
+
+@pytest.mark.parametrize(("n_samples", "hide"), [(300, "zero"), (300, "mean"), (100, "blur"), (100, "black"),
+                                                 (5000, "mean")])
 def test_kernel_shap_values_sum_to_full_minus_all_hidden(n_samples, hide):
     model = small_cnn()
     x = block_image(2, noise=0.2)
     e = explain(model, x[None], "kernel_shap", target=1, hide=hide, n_samples=n_samples, n_segments=16)[0]
-    segments = torch.from_numpy(e.extras["segments"])
-    all_hidden = hidden_image(x, segments, hide)
-    if hide == "zero":
-        assert torch.equal(all_hidden, torch.zeros_like(x))
+    all_hidden = {"zero": torch.zeros_like(x), "black": torch.zeros_like(x),  # a bare module's input is [0, 1]
+                  "blur": blur(x), "mean": segment_means(x, e.extras["segments"])}[hide]
     expected = prob(model, x, 1) - prob(model, all_hidden, 1)
     assert e.extras["weights"].sum() == pytest.approx(expected, abs=1e-5)
     assert e.extras["score_full"] == pytest.approx(prob(model, x, 1), abs=1e-6)
+    assert e.extras["score_hidden"] == pytest.approx(prob(model, all_hidden, 1), abs=1e-5)
 
 
-def test_hide_mean_fills_each_superpixel_with_its_mean():
+def test_hide_values_of_a_loaded_model_use_its_normalisation():
     x = block_image(3, channels=3, noise=0.3)
-    labels = segment(segmentation_image(x), n_segments=16)
-    hidden = hidden_image(x, torch.from_numpy(labels), "mean").numpy()
-    for j in range(labels.max() + 1):
-        region = labels == j
-        for c in range(3):
-            np.testing.assert_allclose(hidden[c][region], x[c].numpy()[region].mean(), rtol=1e-5)
+    segments = segment(segmentation_image(x), n_segments=16)
+    prep = Preprocessing(SIDE, 3, (0.4, 0.5, 0.6), (0.2, 0.25, 0.3))
+    ctx = Context(small_cnn(3), torch.device("cpu"), "", 0, 64, {}, prep=prep)
+    torch.testing.assert_close(hidden_image(ctx, x, torch.from_numpy(segments), "mean"), segment_means(x, segments))
+    black = hidden_image(ctx, x, torch.from_numpy(segments), "black")
+    torch.testing.assert_close(black[:, 0, 0], -torch.tensor(prep.mean) / torch.tensor(prep.std))
 
 
 def exact_shapley(model: nn.Module, x: torch.Tensor, hidden: torch.Tensor, segments: np.ndarray, target: int
@@ -205,7 +217,7 @@ def test_sampler_seeds_and_complementary_pairs():
     m3, _ = sample_coalitions(101, k, logw, torch.Generator().manual_seed(2))
     assert torch.equal(m1, m2) and not torch.equal(m1, m3)
     assert torch.equal(m1[0], torch.ones(k)) and torch.equal(m1[1], torch.zeros(k))
-    torch.testing.assert_close(m1[2:51] + m1[52:101], torch.ones(49, k))  # (z, 1 - z) pairs
+    torch.testing.assert_close(m1[2:100:2] + m1[3:101:2], torch.ones(49, k))  # (z, 1 - z) pairs
     assert torch.equal(w1, torch.ones(101))
 
 
