@@ -229,6 +229,52 @@ def cases(side: int) -> list[Case]:
              repeats=5),
         Case("occlusion", forwards(_occlusion_rows(side, occ["patch"], occ["stride"])), occ, "captum Occlusion",
              captum_occlusion, repeats=5),
+        *superpixel_cases(),
+    ]
+
+
+# ---------------------------------------------------------------- superpixel methods (LIME, Kernel SHAP)
+# Peer: the lime package on the same model, segmentation, number of samples, hide value and batch size.
+# Floor: the same number of bare forwards in batches.
+
+SUPERPIXEL_SAMPLES = 1000
+
+
+def lime_peer(s: Setup, params: dict) -> Runner:
+    """lime's LimeImageExplainer; its segmentation_fn is our segmentation, so both pay for the same one."""
+    import contextlib
+    import io
+
+    import numpy as np
+    from lime import lime_image
+
+    from core.explain.superpixels import segment_input
+
+    channels = s.x.shape[1]
+    image = np.repeat(s.x[0].permute(1, 2, 0).cpu().numpy().astype(np.float64), 3 // channels, axis=2)
+
+    def classify(images: np.ndarray) -> np.ndarray:
+        batch = torch.from_numpy(images[..., :channels]).permute(0, 3, 1, 2).to(s.loaded.device, torch.float32)
+        with torch.inference_mode():
+            return torch.softmax(s.model(batch), dim=1).cpu().numpy()
+
+    explainer = lime_image.LimeImageExplainer(random_state=0)
+    hide_color = {"mean": None, "zero": 0.0}[params["hide"]]
+
+    def run() -> None:
+        with contextlib.redirect_stderr(io.StringIO()):  # lime draws a tqdm bar per call
+            explainer.explain_instance(image, classify, labels=(s.target,), top_labels=None, hide_color=hide_color,
+                                       num_samples=params["n_samples"], batch_size=s.batch_size,
+                                       segmentation_fn=lambda _img: segment_input(s.x[0], params, 0))
+    return run
+
+
+def superpixel_cases() -> list[Case]:
+    """LIME and Kernel SHAP at their defaults but SUPERPIXEL_SAMPLES samples, against 1,000 bare forwards."""
+    return [
+        Case(name, forwards(SUPERPIXEL_SAMPLES), {**METHODS[name].defaults(), "n_samples": SUPERPIXEL_SAMPLES},
+             f"lime LimeImageExplainer{suffix}", lime_peer, repeats=3)
+        for name, suffix in (("lime", ""), ("kernel_shap", " (LIME: same segmentation and samples)"))
     ]
 
 

@@ -11,6 +11,7 @@ the on/off pattern with the segment map, so the cost is the model's forwards plu
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +73,13 @@ def segmentation_image(x: torch.Tensor) -> np.ndarray:
     img = ((img - lo) / (hi - lo).clamp_min(1e-12)).cpu().numpy()
     img = np.repeat(img, 3, axis=0) if img.shape[0] == 1 else img[:3]
     return np.ascontiguousarray(np.moveaxis(img, 0, -1), dtype=np.float64)
+
+
+def segment_input(x: torch.Tensor, params: Mapping[str, Any], seed: int) -> np.ndarray:
+    """Superpixels of one model input (C x H x W) with a method's segmentation parameters."""
+    return segment(segmentation_image(x), params["segmenter"], n_segments=params["n_segments"],
+                   compactness=params["compactness"], kernel_size=params["kernel_size"],
+                   max_dist=params["max_dist"], scale=params["scale"], min_size=params["min_size"], seed=seed)
 
 
 def segment(image: np.ndarray, segmenter: str = "slic", *, n_segments: int = 50, compactness: float = 10.0,
@@ -208,9 +216,7 @@ def _explain(ctx: Context, x: torch.Tensor, targets: torch.Tensor, shap: bool
     maps, extras = [], []
     batches_per_image = math.ceil(p["n_samples"] / ctx.batch_size)
     for i, target in enumerate(targets.tolist()):
-        labels = segment(segmentation_image(x[i]), p["segmenter"], n_segments=p["n_segments"],
-                         compactness=p["compactness"], kernel_size=p["kernel_size"], max_dist=p["max_dist"],
-                         scale=p["scale"], min_size=p["min_size"], seed=ctx.seed)
+        labels = segment_input(x[i], p, ctx.seed)
         k = int(labels.max()) + 1
         segments = torch.from_numpy(labels).to(ctx.device)
         generator = torch.Generator().manual_seed(ctx.seed)  # per image: a map never depends on its batch mates
