@@ -101,7 +101,8 @@ else:
 # ------------------------------------------------------------------------------ vanishing gradients
 st.subheader("Why deep sigmoid networks stopped learning")
 st.markdown(
-    "A chain a_l = f(w·a_{l−1} + b_l) has ∂a_L/∂a_0 = Π w·f′(z_l): one factor per layer. The sigmoid's slope is "
+    r"A chain $a_l = f(z_l)$, $z_l = w\,a_{l-1} + b_l$ has $\partial a_L/\partial a_0 = \prod_l w\,f'(z_l)$: one "
+    "factor per layer (the chain rule). The sigmoid's slope is "
     "at most 0.25, so 20 layers give at most 0.25²⁰ ≈ 10⁻¹². ReLU's slope is exactly 1 wherever the unit is on, "
     "so the product does not shrink along active paths (it is 0 through a unit that is off, which is why ReLU "
     "networks need enough active units, and why leaky variants exist)."

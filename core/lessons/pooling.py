@@ -26,6 +26,10 @@ DEFAULT_GRID = np.array([[2, 4, 8, 3, 6],
                          [5, 4, 6, 3, 1],
                          [2, 3, 1, 3, 4],
                          [2, 7, 4, 5, 7]], dtype=np.float64)
+TIES_GRID = np.array([[1, 5, 5, 0],  # every 2x2 stride-2 window has its maximum twice
+                      [5, 2, 1, 5],
+                      [0, 0, 3, 3],
+                      [3, 3, 1, 0]], dtype=np.float64)
 TIE_RULE = ("When several entries of a window share the maximum, the whole gradient goes to one of them. "
             "PyTorch's max_pool2d on the CPU keeps the first maximum it meets scanning the window row by row "
             "(top-left first), so that entry gets the gradient and the tied ones get nothing; the test suite "

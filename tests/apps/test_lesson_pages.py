@@ -76,6 +76,7 @@ def test_convolution_defaults_match_torch(conv_page):
     at = conv_page
     latex = [x.value for x in at.latex]
     assert any(r"\left\lfloor \frac{128 + 2\cdot 1 - 1\cdot(3-1) - 1}{1}" in x for x in latex)  # same padding, 3x3
+    assert any("torch's conv2d produced exactly this shape" in m.value for m in at.markdown)
     out = panel(at, "conv_out_fig", 0)
     image = conv.to_gray(conv.sample_image("camera"), 128)
     ref = F.conv2d(torch.tensor(image)[None, None], torch.tensor(conv.kernel_preset("Sobel x"))[None, None],
@@ -137,6 +138,7 @@ def test_convolution_bad_settings_and_uploads_show_errors():
     at.selectbox(key="conv_fill").set_value("reflect")
     rerun(at)
     assert at.error and "Reflect padding must be smaller" in at.error[0].value  # 7x7 step-through grid
+    assert len(cost_tables(at)) == 2 and at.get("plotly_chart")  # the other sections still render
     at.radio(key="conv_source").set_value("upload")
     rerun(at)
     at.file_uploader(key="conv_upload").set_value(("notes.txt", b"just some text", "text/plain"))

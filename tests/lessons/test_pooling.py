@@ -53,7 +53,7 @@ def test_default_grid_3x3_stride_1_accumulates_on_shared_maxima():
 
 
 def test_ties_route_to_first_max_in_row_major_order_like_torch():
-    x = np.array([[1, 5, 5, 0], [5, 2, 1, 5], [0, 0, 3, 3], [3, 3, 1, 0]], dtype=float)
+    x = pooling.TIES_GRID
     fwd = pooling.pool_forward(x, 2, 2, "max")
     tied = pooling.tied_windows(fwd)
     assert [(w.out_row, w.out_col) for w in tied] == [(0, 0), (0, 1), (1, 0), (1, 1)]
