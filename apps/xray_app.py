@@ -35,6 +35,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="requests of each kind (fast / heavy) computed at once (default: half the CPU cores)")
     parser.add_argument("--max-queue", type=int, default=64, help="requests waiting before new ones are refused")
     parser.add_argument("--no-similar", action="store_true", help="skip the similar-cases index")
+    parser.add_argument("--upload-grace", type=float, default=60.0,
+                        help="seconds after its last use before an uploaded file is deleted")
     return parser.parse_args(argv)
 
 
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     similar = None if args.no_similar or BUNDLED not in zoo.available else SimilarCases(BUNDLED)
     if similar is not None:
         similar.start()
-    janitor = UploadJanitor()
+    janitor = UploadJanitor(grace=args.upload_grace)
     janitor.start()
     atexit.register(janitor.flush)
     demo = XrayUI(zoo, janitor, similar, pick_examples()).build()
