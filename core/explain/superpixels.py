@@ -112,7 +112,8 @@ def sample_coalitions(n: int, k: int, size_logweights: torch.Tensor, generator: 
     which makes the fit exact. Masks are drawn on the CPU so a seed gives the same masks on every device.
     """
     if k < 2:
-        raise ValueError(f"need at least 2 superpixels to explain, got {k}.")
+        raise ValueError(f"The segmentation found {k} superpixel(s); at least 2 are needed. Ask for more segments "
+                         "or choose another segmenter.")
     ends = torch.stack([torch.ones(k), torch.zeros(k)])
     if k <= 20 and 2**k <= n:
         codes = torch.arange(1, 2**k - 1)

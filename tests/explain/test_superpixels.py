@@ -279,3 +279,5 @@ def test_bad_parameters_are_refused_with_the_name():
         explain(small_cnn(), x, "lime", segmenter="watershed")
     with pytest.raises(ValueError, match="n_samples"):
         explain(small_cnn(), x, "kernel_shap", n_samples=10)
+    with pytest.raises(ValueError, match="found 1 superpixel"):
+        explain(small_cnn(), torch.ones_like(x), "lime", segmenter="felzenszwalb")
