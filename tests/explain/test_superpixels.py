@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from core.explain import explain
+from core.explain import METHODS, explain
 from core.explain.base import Context, blur
 from core.explain.superpixels import (
     hidden_image,
@@ -271,6 +271,18 @@ def test_top_regions_and_signed_explanation():
     assert e.extras["top_negative"] == list(np.argsort(w)[:3])
     assert all(w[j] > 0 for j in e.extras["top_positive"]) and all(w[j] < 0 for j in e.extras["top_negative"])
     assert e.normalised.min() >= 0 and e.normalised.max() <= 1
+
+
+@pytest.mark.parametrize("method", ["lime", "kernel_shap"])
+def test_the_registry_describes_both_methods(method):
+    info = METHODS[method]
+    assert info.signed and info.stochastic and not info.uses_layer and info.family == "superpixels"
+    assert "probability" in info.description and "softmax" in info.description
+    for p in info.params:
+        assert p.label and p.help and p.validate(p.default) == p.default, p.name
+        if p.kind in ("int", "float"):
+            assert p.low <= p.default <= p.high and p.step, p.name
+    assert ("kernel_width" in info.defaults()) == (method == "lime")
 
 
 def test_bad_parameters_are_refused_with_the_name():
