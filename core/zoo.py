@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from torchvision import models as tvm
 from core.io import LoadedImage
 from core.nets import WideResNet18
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+MODELS_DIR = Path(os.environ.get("CNNLENS_MODELS", Path(__file__).resolve().parent.parent / "models"))
 BUNDLED_WEIGHTS = MODELS_DIR / "cxr-resnet18.safetensors"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
