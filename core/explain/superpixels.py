@@ -107,9 +107,9 @@ def sample_coalitions(n: int, k: int, size_logweights: torch.Tensor, generator: 
     Row 0 is the full image and row 1 all hidden. The other rows draw a coalition size s in 1..k-1 with
     probability proportional to ``exp(size_logweights[s - 1])`` and then a uniform subset of that size, in
     consecutive complementary pairs (z, 1 - z), which cancels the even part of the sampling noise; their
-    weights are 1. When every
-    coalition fits in the budget they are all enumerated instead, each weighted by its exact probability,
-    which makes the fit exact. Masks are drawn on the CPU so a seed gives the same masks on every device.
+    weights are 1. When every coalition fits in the budget they are all enumerated instead, each weighted by
+    its exact probability, which makes the fit exact. Masks are drawn on the CPU so that a seed gives the same
+    masks on every device.
     """
     if k < 2:
         raise ValueError(f"The segmentation found {k} superpixel(s); at least 2 are needed. Ask for more segments "
@@ -158,23 +158,22 @@ def hidden_image(ctx: Context, x: torch.Tensor, segments: torch.Tensor, hide: st
 
 
 def evaluate_coalitions(ctx: Context, x: torch.Tensor, hidden: torch.Tensor, segments: torch.Tensor,
-                        masks: torch.Tensor, target: int, done: int = 0, total: int | None = None) -> torch.Tensor:
+                        masks: torch.Tensor, target: int, image: int = 0, images: int = 1) -> torch.Tensor:
     """Target-class probability of the image with each mask's superpixels visible (others hidden).
 
     Perturbations are built on the device a batch at a time: ``masks[:, segments]`` turns on/off patterns into
-    pixel masks by indexing, and ``lerp`` blends the hidden and the original image. ``done``/``total`` count
-    batches across a multi-image call for progress.
+    pixel masks by indexing, and ``lerp`` blends the hidden and the original image. Progress is reported after
+    every batch as this image's share (``image`` of ``images``) of the whole call.
     """
     masks = masks.to(ctx.device, x.dtype)
     out = torch.empty(len(masks), device=ctx.device)
     spans = list(batches(len(masks), ctx.batch_size))
-    total = total or len(spans)
     with torch.inference_mode():
         for i, span in enumerate(spans):
             pixel_masks = masks[span][:, segments].unsqueeze(1)
             logits = ctx.model(torch.lerp(hidden, x, pixel_masks))
             out[span] = torch.softmax(logits.float(), dim=1)[:, target]
-            ctx.report((done + i + 1) / total)
+            ctx.report((image + (i + 1) / len(spans)) / images)
     return out
 
 
@@ -215,7 +214,6 @@ def _explain(ctx: Context, x: torch.Tensor, targets: torch.Tensor, shap: bool
              ) -> tuple[torch.Tensor, list[dict[str, Any]]]:
     p = ctx.params
     maps, extras = [], []
-    batches_per_image = math.ceil(p["n_samples"] / ctx.batch_size)
     for i, target in enumerate(targets.tolist()):
         labels = segment_input(x[i], p, ctx.seed)
         k = int(labels.max()) + 1
@@ -224,8 +222,8 @@ def _explain(ctx: Context, x: torch.Tensor, targets: torch.Tensor, shap: bool
         size_logweights = shapley_size_logweights(k) if shap else lime_size_logweights(k)
         masks, sample_weights = sample_coalitions(p["n_samples"], k, size_logweights, generator)
         hidden = hidden_image(ctx, x[i], segments, p["hide"])
-        scores = evaluate_coalitions(ctx, x[i], hidden, segments, masks, target, i * batches_per_image,
-                                     len(targets) * batches_per_image).cpu().double().numpy()
+        scores = evaluate_coalitions(ctx, x[i], hidden, segments, masks, target, i, len(targets))
+        scores = scores.cpu().double().numpy()
         masks_np, weights_np = masks.double().numpy(), sample_weights.double().numpy()
         fit = (fit_kernel_shap(masks_np, scores, weights_np) if shap
                else fit_lime(masks_np, scores, weights_np, p["kernel_width"], p["ridge_alpha"]))
