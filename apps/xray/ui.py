@@ -263,7 +263,7 @@ class XrayUI:
     def on_file(self, path: str | None, model_key: str, *style: Any) -> dict:
         """A file was uploaded or pasted: decode it once, release the upload, analyse the image."""
         if not path:
-            return {}
+            return {self.state: gr.skip()}
         name = Path(path).name
         reset = {self.upload: None, self.paste: None}
         try:
@@ -348,7 +348,7 @@ class XrayUI:
     def on_assess(self, session: Session | None, *style: Any, progress: gr.Progress = gr.Progress()) -> dict:  # noqa: B008
         """Compute trust figures for every map on the board that lacks them."""
         if session is None:
-            return {}
+            return {self.state: gr.skip()}
         todo = [p for p in session.panels if p.quality is None]
         for i, panel in enumerate(todo):
             report = progress_callback(progress, f"Trust checks for {panel.title}…", i / len(todo), 1 / len(todo))
@@ -386,7 +386,7 @@ class XrayUI:
     def on_similar(self, session: Session | None) -> dict:
         """Nearest training images in the bundled model's embedding space."""
         if session is None or self.similar is None:
-            return {}
+            return {self.state: gr.skip()}
         neighbours = self.similar.query(session.image.array)
         session.neighbours = neighbours
         return {self.state: session, self.similar_note: self.similar.status(),
