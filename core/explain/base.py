@@ -118,7 +118,7 @@ class Context:
         return torch.cat([t for _, (t, _) in parts]), torch.cat([lg for _, (_, lg) in parts])
 
     def rng(self, purpose: str, *key: int) -> torch.Generator:
-        """A generator on the model's device seeded by (seed, purpose, key): e.g. key = (image, sample) gives every
+        """A generator on the model's device seeded by (seed, purpose, key): e.g. key = (sample,) gives every
         sample its own stream, so a map depends neither on the batch size nor on the other images in the batch."""
         state = np.random.SeedSequence([self.seed, zlib.crc32(purpose.encode()), *key]).generate_state(2)
         return torch.Generator(device=self.device).manual_seed(int(state[0]) << 32 | int(state[1]))
@@ -394,11 +394,9 @@ BASELINE_HELP = {
 }
 
 
-def baseline(ctx: Context, x: torch.Tensor, kind: str, image: int = 0) -> torch.Tensor:
-    """Reference image(s) like ``x`` (N x C x H x W) for occlusion fills and integration paths.
-
-    ``image`` is the index of x[0] in the call (seeds the ``uniform`` noise per image).
-    """
+def baseline(ctx: Context, x: torch.Tensor, kind: str) -> torch.Tensor:
+    """Reference image(s) like ``x`` (N x C x H x W) for occlusion fills and integration paths; ``uniform``
+    noise is drawn from the context's seed (the same noise for every image, as if each were explained alone)."""
     if kind == "zero":
         return torch.zeros_like(x)
     if kind == "black":
@@ -409,7 +407,6 @@ def baseline(ctx: Context, x: torch.Tensor, kind: str, image: int = 0) -> torch.
         return blur(x)
     if kind == "uniform":
         lo, hi = ctx.pixel_value(0.0, x), ctx.pixel_value(1.0, x)
-        noise = torch.stack([torch.rand(x.shape[1:], generator=ctx.rng("uniform baseline", image + i), device=x.device,
-                                        dtype=x.dtype) for i in range(len(x))])
-        return lo + (hi - lo) * noise
+        noise = torch.rand(x.shape[1:], generator=ctx.rng("uniform baseline"), device=x.device, dtype=x.dtype)
+        return (lo + (hi - lo) * noise).expand_as(x).clone()
     raise ValueError(f"baseline must be one of {', '.join(BASELINE_HELP)}, got {kind!r}.")

@@ -2,8 +2,8 @@
 
 All take gradients of the target logit w.r.t. the input with ``torch.autograd.grad`` (no parameter gradients).
 Sampling methods (SmoothGrad, IG) flatten (image, sample) pairs into rows and evaluate them ``batch_size`` rows
-at a time on the model's device, so one image with 32 samples fills one batch. Random noise comes from one
-generator per (image, sample), so a map does not depend on the batch size or on the other images.
+at a time on the model's device, so one image with 32 samples fills one batch. Noise sample j comes from its
+own generator seeded by (seed, j), so an image's map depends neither on the batch size nor on the other images.
 
 Guided Backprop without touching the model: a ``TorchFunctionMode`` (thread-local in PyTorch) sees every ReLU
 call of this thread's forward pass (``nn.ReLU`` modules, reused or in-place, and ``F.relu``) and hooks the
@@ -86,9 +86,8 @@ def smoothgrad(ctx: Context, x: torch.Tensor, targets: torch.Tensor) -> torch.Te
     sigma = ctx.params["noise"] * (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3)))
 
     def noisy(image: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
-        eps = torch.stack([torch.randn(x.shape[1:], generator=ctx.rng("smoothgrad", int(i), int(j)),
-                                       device=x.device, dtype=x.dtype)
-                           for i, j in zip(image.tolist(), sample.tolist(), strict=True)])
+        eps = torch.stack([torch.randn(x.shape[1:], generator=ctx.rng("smoothgrad", j), device=x.device,
+                                       dtype=x.dtype) for j in sample.tolist()])
         return x[image] + sigma[image].view(-1, 1, 1, 1) * eps
 
     mean_grad = _sampled_gradients(ctx, x, targets, n, noisy, torch.full((n,), 1.0 / n, device=x.device))
