@@ -32,7 +32,7 @@ page_header(
 E.warm_up_umap()  # compiles UMAP's numba code in the background, so choosing UMAP later does not wait for it
 
 SOURCES = ("Image folder", "Zip upload", "MedMNIST", "Digits (built in)")
-DEFAULT_IMAGES = 1000
+DEFAULT_IMAGES = 1000  # for larger sets; smaller ones (e.g. the 1,797 digits) are shown whole
 THUMB = 112
 
 
@@ -150,7 +150,8 @@ for note in images.notes:
     side.caption(note)
 
 n_max = len(images)
-n = side.slider("Images to embed", min(10, n_max), n_max, min(DEFAULT_IMAGES, n_max), key=f"emb_n_{n_max}",
+n = side.slider("Images to embed", min(10, n_max), n_max, n_max if n_max <= 2 * DEFAULT_IMAGES else DEFAULT_IMAGES,
+                  key=f"emb_n_{n_max}",
                 help="A class-stratified random subset; the first embedding of a new subset takes a while, "
                      "every rerun after that is read from the cache.")
 seed = int(side.number_input("Subset seed", 0, 10_000, 0, key="emb_seed"))
@@ -195,7 +196,8 @@ with c4.popover("Map settings", use_container_width=True):
                             help="Small: local detail; large: global structure.")
     min_dist = st.slider("UMAP min distance", 0.0, 0.99, 0.1, 0.01, key="emb_md",
                          help="How tightly UMAP packs similar points.")
-    map_seed = int(st.number_input("Seed (t-SNE, UMAP)", 0, 999, 0, key="emb_mseed"))
+    map_seed = int(st.number_input("UMAP seed", 0, 999, 0, key="emb_mseed",
+                                   help="t-SNE starts from PCA here, so it needs no seed."))
 params = E.ProjectionParams(method, metric, map_seed, perplexity, n_neighbors, min_dist)
 
 with st.spinner(f"Computing the {method} map of {len(emb):,} points…"):

@@ -2,7 +2,7 @@
 
 It lets the explorer work on a fresh machine with no X-ray folder and no internet: the classic t-SNE example,
 with a real trained network behind it. It is exposed as a ``core.zoo.ModelSpec`` so everything that takes a
-zoo model (embeddings, an untrained copy, Grad-CAM) takes it too. Half of the digits (stratified, seeded)
+zoo model (embeddings, an untrained copy, Grad-CAM) takes it too. The even-numbered half of the digits
 train it; the other half is held out, so the explorer has honest mistakes to show.
 """
 
@@ -18,10 +18,9 @@ from core.embed.cache import ArrayCache, default_cache, digest
 from core.zoo import LoadedModel, ModelSpec, Preprocessing, instantiate
 
 DIGITS_MODEL = "digits-cnn"
-TRAIN_FRACTION = 0.5
 SEED = 0
-EPOCHS = 40
-_RECIPE = ("digits-cnn-v1", TRAIN_FRACTION, SEED, EPOCHS)  # any change here retrains
+EPOCHS = 25
+_RECIPE = ("digits-cnn-v2", "even", SEED, EPOCHS)  # any change here retrains
 _LOCK = threading.Lock()
 
 
@@ -44,12 +43,13 @@ class DigitsCNN(nn.Module):
 
 
 def digits_train_indices(labels: np.ndarray) -> np.ndarray:
-    """Positions of the stratified, seeded training half of the digits (the rest is held out)."""
-    from sklearn.model_selection import train_test_split
+    """Positions of the training half: the even-numbered digits (the odd ones are held out).
 
-    train, _ = train_test_split(np.arange(len(labels)), train_size=TRAIN_FRACTION, stratify=labels,
-                                random_state=SEED)
-    return np.sort(train)
+    A fixed rule rather than a seeded shuffle, so that a seeded subsample drawn later for display can never
+    line up with it and show only training images. The digits' order cycles through the classes, so each
+    half holds every class in about equal numbers.
+    """
+    return np.arange(0, len(labels), 2)
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray]:

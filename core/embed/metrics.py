@@ -1,8 +1,8 @@
 """How well an embedding separates the classes, as numbers for comparing models on the same images.
 
-Silhouette score (scikit-learn) measures cluster separation; k-NN label accuracy is cross-validated with
-folds that keep each patient on one side (``StratifiedGroupKFold``), so near-duplicate images of one patient
-cannot inflate it. Results are cached on disk like the embeddings.
+Silhouette score (scikit-learn, with the chosen distance itself) measures cluster separation; k-NN label
+accuracy is cross-validated with folds that keep each patient on one side (``StratifiedGroupKFold``), so
+near-duplicate images of one patient cannot inflate it. Results are cached on disk like the embeddings.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def silhouette(vectors: np.ndarray, labels: np.ndarray, metric: str = "cosine", 
     if not 2 <= len(np.unique(labels)) <= len(labels) - 1:
         return float("nan")
     sample = SILHOUETTE_SAMPLE if len(labels) > SILHOUETTE_SAMPLE else None
-    return float(silhouette_score(prepare(vectors, metric), labels, metric="euclidean", sample_size=sample,
+    return float(silhouette_score(prepare(vectors, "euclidean"), labels, metric=metric, sample_size=sample,
                                   random_state=seed))
 
 

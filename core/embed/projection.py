@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
+from sklearn.neighbors import NearestNeighbors
 
 from core.embed.cache import ArrayCache, default_cache, digest
 
@@ -43,7 +44,7 @@ class ProjectionParams:
         if self.method == "PCA":
             return (self.method, self.metric)
         if self.method == "t-SNE":
-            return (self.method, self.metric, self.seed, float(self.perplexity))
+            return (self.method, self.metric, float(self.perplexity))  # PCA initialisation: no randomness
         return (self.method, self.metric, self.seed, int(self.n_neighbors), float(self.min_dist))
 
 
@@ -78,22 +79,25 @@ def _compute(vectors: np.ndarray, p: ProjectionParams) -> np.ndarray:
         return PCA(n_components=2).fit_transform(x).astype(np.float32)
     if p.method == "t-SNE":
         if x.shape[1] > TSNE_PCA_DIMS and n > TSNE_PCA_DIMS:
-            x = PCA(n_components=TSNE_PCA_DIMS, random_state=p.seed).fit_transform(x)
+            x = PCA(n_components=TSNE_PCA_DIMS, random_state=0).fit_transform(x)
         perplexity = min(float(p.perplexity), (n - 1) / 3)  # scikit-learn requires perplexity < n
         return TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto",
-                    random_state=p.seed).fit_transform(x).astype(np.float32)
+                    random_state=0).fit_transform(x).astype(np.float32)
     return _umap(x, n_neighbors=min(int(p.n_neighbors), n - 1), min_dist=float(p.min_dist), seed=p.seed)
 
 
-def _umap(x: np.ndarray, n_neighbors: int, min_dist: float, seed: int,
-          force_approximation: bool = False) -> np.ndarray:
+def _umap(x: np.ndarray, n_neighbors: int, min_dist: float, seed: int) -> np.ndarray:
+    """UMAP on exact neighbours from scikit-learn (brute force, BLAS): at these sizes that is faster than
+    UMAP's own approximate search, exact, and it skips compiling pynndescent, the slowest part of UMAP's
+    first call."""
     import umap
 
+    distances, indices = NearestNeighbors(n_neighbors=n_neighbors, algorithm="brute").fit(x).kneighbors(x)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*n_jobs value.*overridden.*")  # seeded UMAP is single-threaded
-        warnings.filterwarnings("ignore", message=".*gradient function is not yet implemented.*")
+        warnings.filterwarnings("ignore", message=".*knn_search_index.*")  # only needed by transform(), unused
         reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=min_dist, metric="euclidean",
-                            random_state=seed, force_approximation_algorithm=force_approximation)
+                            random_state=seed, precomputed_knn=(indices, distances))
         return reducer.fit_transform(x).astype(np.float32)
 
 
@@ -115,15 +119,14 @@ _WARM_LOCK = threading.Lock()
 
 
 def warm_up_umap(wait: bool = False) -> WarmUp:
-    """Compile UMAP's numba code once per process in a daemon thread (both its exact and its approximate
-    nearest-neighbour paths, on 200 random points); ``wait`` blocks until it is done."""
+    """Compile UMAP's numba code once per process in a daemon thread (the same code path as :func:`project`,
+    on 200 random points); ``wait`` blocks until it is done."""
     with _WARM_LOCK:
         if _WARM.thread is None:
             def run() -> None:
                 started = time.perf_counter()
                 x = np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32)
                 _umap(x, n_neighbors=10, min_dist=0.1, seed=0)
-                _umap(x, n_neighbors=10, min_dist=0.1, seed=0, force_approximation=True)
                 _WARM.seconds = time.perf_counter() - started
 
             _WARM.thread = threading.Thread(target=run, name="umap-warm-up", daemon=True)
