@@ -94,7 +94,7 @@ def grid_figure(panels: Sequence[Panel | None], cell_px: int = 36, rows: int = 1
         axes[f"xaxis{n}"] = {"range": [-0.5, v.shape[1] - 0.5], "constrain": "domain", "showgrid": False,
                              "zeroline": False, "dtick": 1, "side": "top", "tickfont": {"size": 10}}
     fig.update_layout(shapes=shapes, **axes)
-    fig.update_annotations(yshift=24, font={"size": 14})
+    fig.update_annotations(yshift=30, font={"size": 14})
     # a light background makes blank (NaN) cells visible as empty slots
     fig.update_layout(height=plot_px + 70, margin={"l": 10, "r": 10, "t": 60, "b": 10}, plot_bgcolor="#f4f4f4")
     return fig
