@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.model_selection import StratifiedGroupKFold
 from tqdm import tqdm
 
 from core.io import load_image
@@ -117,6 +116,8 @@ def patient_groups(paths: Sequence[Path]) -> np.ndarray:
 def patient_split(index: ImageFolderIndex, val_fraction: float = 0.2, seed: int = 0
                   ) -> tuple[ImageFolderIndex, ImageFolderIndex]:
     """Stratified train/validation split with no patient (or duplicate image) on both sides."""
+    from sklearn.model_selection import StratifiedGroupKFold  # lazy: pages that only list files stay quick to import
+
     groups = patient_groups(index.paths)
     folds = StratifiedGroupKFold(n_splits=round(1 / val_fraction), shuffle=True, random_state=seed)
     train_idx, val_idx = next(folds.split(np.zeros(len(index)), index.labels, groups))
