@@ -119,7 +119,7 @@ def reference_curves(session: Session, target: int) -> tuple[quality.Curve, qual
         curves = []
         for seed in REFERENCE_SEEDS:
             noise = np.random.default_rng(seed).random((REFERENCE_GRID, REFERENCE_GRID)).astype(np.float32)
-            smooth = np.asarray(Image.fromarray(noise).resize((side, side), Image.Resampling.BILINEAR))
+            smooth = np.array(Image.fromarray(noise).resize((side, side), Image.Resampling.BILINEAR))
             curves.append((quality.deletion(loaded, session.x, smooth, target, steps=CURVE_STEPS, baseline="blur"),
                            quality.insertion(loaded, session.x, smooth, target, steps=CURVE_STEPS)))
         session.references[target] = tuple(_mean_curve([c[i] for c in curves]) for i in (0, 1))

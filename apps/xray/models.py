@@ -8,6 +8,8 @@ its own config. Loaded user models live in a small LRU so memory stays bounded h
 from __future__ import annotations
 
 import hashlib
+import io
+import pickle
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -170,16 +172,17 @@ def _torchvision_spec(data: bytes, architecture: str, class_text: str, input_siz
 
 def _read_state_dict(data: bytes) -> dict[str, torch.Tensor]:
     """Tensors from safetensors or a torch pickle (loaded with weights_only, so no code runs)."""
-    import io
-
     try:
         if data[8:9] == b"{":
             return load_safetensors(data)
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights only" in str(err).lower():
+            raise ValueError("The weights file holds Python objects besides tensors; they are refused because "
+                             "loading them could run code. Save a plain state dict instead.") from err
+        raise ValueError("The weights file is not a readable PyTorch or safetensors checkpoint.") from err
     except (SafetensorError, RuntimeError, ValueError, EOFError, OSError, KeyError) as err:
         raise ValueError(f"The weights file is not a readable PyTorch or safetensors checkpoint ({err}).") from err
-    except Exception as err:  # the unpickler raises pickle.UnpicklingError and others on hostile input
-        raise ValueError(f"The weights file could not be read safely ({type(err).__name__}).") from err
     for key in ("state_dict", "model_state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

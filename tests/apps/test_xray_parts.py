@@ -1,0 +1,263 @@
+"""The X-ray app's pieces in-process: uploads janitor, model choice and user checkpoints, controls, session board,
+trust figures, stability and the report."""
+
+from __future__ import annotations
+
+import io
+
+import gradio as gr
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+from torchvision import models as tvm
+
+from apps.xray import analysis, views
+from apps.xray.controls import control, method_controls
+from apps.xray.models import USER_PREFIX, get_model, load_user_checkpoint, parse_class_names, zoo_status
+from apps.xray.report import build_figure, write_report
+from apps.xray.session import MAX_PANELS, Panel
+from apps.xray.uploads import UploadError, UploadJanitor
+from core.explain import METHODS, explain, quality
+from core.explain.base import Param
+from core.io import LoadedImage
+from core.zoo import DISCLAIMER, ModelUnavailable, load_model, predict
+
+RAMP = np.tile(np.linspace(0.1, 0.9, 192, dtype=np.float32), (160, 1))  # a 192 x 160 grey test image
+
+
+@pytest.fixture(scope="module")
+def session():
+    image = LoadedImage(RAMP + 0.05 * np.random.default_rng(0).random(RAMP.shape).astype(np.float32),
+                        {"format": "PNG", "size": "192 x 160", "bit_depth": "8", "channels": "1"})
+    return analysis.open_session(image, "ramp.png", "cxr-resnet18")
+
+
+# ---------------------------------------------------------------- uploads
+
+
+def test_janitor_reads_then_deletes_uploads_after_the_grace_period_only(tmp_path):
+    root = tmp_path / "gradio"
+    upload = root / "abc123" / "xray.png"
+    upload.parent.mkdir(parents=True)
+    upload.write_bytes(b"pixels")
+    outside = tmp_path / "mine.png"
+    outside.write_bytes(b"keep me")
+    janitor = UploadJanitor(root, grace=30)
+    assert janitor.take(upload) == b"pixels" and janitor.take(outside) == b"keep me"
+    assert janitor.sweep() == 0 and upload.exists()  # still within its grace period
+    assert janitor.pending() == 1  # the file outside Gradio's folder is never scheduled
+    assert janitor.flush() == 1
+    assert not upload.exists() and not upload.parent.exists() and outside.exists()
+    with pytest.raises(UploadError, match="no longer on the server"):
+        janitor.take(upload)
+
+
+def test_janitor_rearms_the_grace_period_on_every_use(tmp_path):
+    upload = tmp_path / "h" / "x.png"
+    upload.parent.mkdir()
+    upload.write_bytes(b"1")
+    janitor = UploadJanitor(tmp_path, grace=10)
+    janitor.take(upload)
+    janitor._due[upload.resolve()] = 0.0  # its first grace period is over...
+    janitor.take(upload)  # ...but another request uses the same (content-addressed) upload
+    assert janitor.sweep() == 0 and upload.exists()
+
+
+# ---------------------------------------------------------------- models
+
+
+def test_zoo_status_lists_uncached_imagenet_models_with_a_reason(monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    status = zoo_status()
+    assert "cxr-resnet18" in status.available
+    assert set(status.unavailable) == {"resnet18-imagenet", "densenet121-imagenet"}
+    assert all("torch hub cache" in reason for reason in status.unavailable.values())
+
+
+def test_class_names_are_parsed_and_checked():
+    assert parse_class_names("NORMAL, PNEUMONIA\nCOVID") == ("NORMAL", "PNEUMONIA", "COVID")
+    with pytest.raises(ValueError, match="at least two"):
+        parse_class_names("ONLY")
+    with pytest.raises(ValueError, match="distinct"):
+        parse_class_names("A, A")
+
+
+def test_user_torchvision_checkpoint_loads_predicts_like_the_original_and_suggests_a_layer(tmp_path):
+    torch.manual_seed(0)
+    original = tvm.resnet18(weights=None, num_classes=3).eval()
+    path = tmp_path / "mine.pt"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in original.state_dict().items()}}, path)
+    key, loaded, layer = load_user_checkpoint(path, "resnet18", "A, B, C", 64)
+    assert key.startswith(USER_PREFIX) and get_model(key) is loaded
+    assert layer == "layer4.1.relu"  # the last module with a spatial output
+    assert loaded.spec.class_names == ("A", "B", "C") and loaded.spec.preprocessing.size == 64
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = torch.softmax(original(x), 1)
+    assert torch.allclose(predict(loaded, x), expected, atol=1e-6)
+
+
+def test_user_checkpoint_errors_are_specific(tmp_path):
+    state = tvm.resnet18(weights=None, num_classes=2).state_dict()
+    path = tmp_path / "two.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    with pytest.raises(ModelUnavailable, match="do not fit this architecture"):
+        load_user_checkpoint(path, "resnet18", "A, B, C")
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint at all" * 10)
+    with pytest.raises(ValueError, match="not a readable PyTorch or safetensors checkpoint"):
+        load_user_checkpoint(garbage, "resnet18", "A, B")
+    with pytest.raises(ValueError, match="Unknown architecture"):
+        load_user_checkpoint(path, "vit_b_16", "A, B")
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match="empty"):
+        load_user_checkpoint(empty, "resnet18", "A, B")
+
+
+def test_a_pickle_that_runs_code_is_refused(tmp_path):
+    class Boom:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": Boom()}, path)
+    with pytest.raises(ValueError, match="refused because loading them could run code"):
+        load_user_checkpoint(path, "resnet18", "A, B")
+
+
+# ---------------------------------------------------------------- controls
+
+
+@pytest.mark.parametrize(("param", "kind"), [
+    (Param("n", "N", "int", 10, 1, 100, 1), gr.Slider),
+    (Param("f", "F", "float", 0.5, 0.0, 1.0), gr.Slider),
+    (Param("u", "U", "float", 0.5), gr.Number),
+    (Param("c", "C", "choice", "a", choices=("a", "b")), gr.Dropdown),
+    (Param("b", "B", "bool", True), gr.Checkbox),
+])
+def test_each_parameter_kind_gets_a_widget(param, kind):
+    with gr.Blocks():
+        widget = control(param)
+    assert isinstance(widget, kind) and widget.value == param.default
+
+
+def test_float_slider_steps_land_on_the_default():
+    with gr.Blocks():
+        widget = control(Param("compactness", "C", "float", 10.0, 0.01, 100.0))
+    steps = (10.0 - 0.01) / widget.step
+    assert abs(steps - round(steps)) < 1e-6
+
+
+def test_method_controls_cover_every_registered_parameter_and_pick_the_chosen_methods_values():
+    with gr.Blocks():
+        controls = method_controls(METHODS, "grad_cam")
+    assert set(controls.groups) == set(METHODS)
+    assert [(m, p) for m, p, _ in controls.widgets] == [(m, p.name) for m, info in METHODS.items()
+                                                         for p in info.params]
+    values = tuple(w.value for _, _, w in controls.widgets)
+    assert controls.build_overrides("lime", values) == METHODS["lime"].defaults()
+    assert controls.build_overrides("grad_cam", values) == {}
+
+
+# ---------------------------------------------------------------- analysis
+
+
+def test_session_prediction_matches_the_model(session):
+    loaded = load_model("cxr-resnet18")
+    from core.zoo import preprocess
+
+    expected = predict(loaded, preprocess(session.image, loaded.spec.preprocessing))[0]
+    assert list(session.probabilities.values()) == pytest.approx(expected.tolist(), abs=1e-6)
+    view = analysis.model_view(session)
+    assert view.shape == (160, 160) and view.min() >= 0 and view.max() <= 1
+
+
+def test_board_replaces_same_settings_and_keeps_the_four_newest(session):
+    board = analysis.open_session(session.image, "x", "cxr-resnet18")
+    first = analysis.run_method(board, "grad_cam", {})
+    board.add(first)
+    board.add(analysis.run_method(board, "grad_cam", {}))
+    assert len(board.panels) == 1
+    for method in ("saliency", "grad_cam_pp", "layer_cam", "cam"):
+        board.add(analysis.run_method(board, method, {}))
+    assert len(board.panels) == MAX_PANELS
+    assert [p.explanation.method for p in board.panels] == ["saliency", "grad_cam_pp", "layer_cam", "cam"]
+
+
+def test_run_method_settings_errors_name_the_problem(session):
+    with pytest.raises(ValueError, match="Unknown method"):
+        analysis.run_method(session, "magic", {})
+    with pytest.raises(ValueError, match="no layer 'layer9'"):
+        analysis.run_method(session, "grad_cam", {}, layer="layer9")
+    with pytest.raises(ValueError, match="out of range"):
+        analysis.run_method(session, "grad_cam", {}, target=5)
+
+
+def test_trust_figures_match_core_quality(session):
+    panel = analysis.run_method(session, "grad_cam", {}, target="NORMAL", layer="layer3")
+    assert panel.explanation.target == 0 and panel.explanation.params["layer"] == "layer3"
+    figures = analysis.assess(session, panel)
+    loaded = load_model("cxr-resnet18")
+    e = panel.explanation
+    expected = quality.deletion(loaded, session.x, e.heatmap, 0, steps=analysis.CURVE_STEPS, baseline="blur")
+    assert figures["deletion_auc"] == pytest.approx(expected.auc, abs=1e-6)
+    random_net, layers = quality.randomised_copy(loaded.model, seed=0)
+    redo = explain(random_net, session.x, "grad_cam", 0, layer="layer3")[0]
+    assert figures["sanity_spearman"] == pytest.approx(quality.rank_correlation(e.heatmap, redo.heatmap), abs=1e-6)
+    assert figures["randomised_layers"] == list(layers)
+    assert 0 in session.references  # the random-map reference is computed once per target
+    assert figures["deletion_auc_random"] == pytest.approx(session.references[0][0].auc)
+
+
+def test_stability_summarises_seeds_and_refuses_deterministic_methods(session):
+    panel = analysis.run_method(session, "smoothgrad", {"n_samples": 4}, seed=3)
+    result = analysis.stability(session, panel)
+    maps = [explain(load_model("cxr-resnet18"), session.x, "smoothgrad", panel.explanation.target, seed=s,
+                    n_samples=4, noise=panel.explanation.params["noise"])[0].heatmap for s in result.seeds]
+    assert np.allclose(result.mean, np.mean(maps, 0), atol=1e-6)
+    assert np.allclose(result.spread, np.std(maps, 0), atol=1e-6)
+    assert "seeds" in result.summary["reading"]
+    with pytest.raises(ValueError, match="deterministic"):
+        analysis.stability(session, analysis.run_method(session, "grad_cam", {}))
+
+
+def test_summary_is_plain_json(session):
+    import json
+
+    panel = analysis.run_method(session, "occlusion", {"patch": 40, "stride": 40})
+    panel.quality = {"deletion_auc": float("nan"), "readings": ["x"]}
+    text = json.dumps(analysis.summary(session, panel), allow_nan=False)
+    assert '"deletion_auc": null' in text
+
+
+# ---------------------------------------------------------------- pictures and report
+
+
+def test_overlay_keeps_the_uploads_aspect_and_adds_a_colour_bar(session):
+    panel = analysis.run_method(session, "grad_cam", {})
+    picture = views.overlay(session, panel.explanation, views.Style())
+    assert picture.dtype == np.uint8 and picture.shape[0] == 267  # 192 x 160 drawn with its long side at 320
+    assert picture.shape[1] > 320  # image plus colour bar
+    signed = analysis.run_method(session, "occlusion", {"patch": 40, "stride": 40})
+    with pytest.raises(ValueError, match="not offered for signed"):
+        views.overlay(session, signed.explanation, views.Style("viridis", "viridis", 0.5))
+
+
+@pytest.mark.parametrize("fmt", ["png", "pdf"])
+def test_report_holds_the_disclaimer_and_is_a_valid_file(session, fmt):
+    session.panels = [Panel("k", "Grad-CAM", analysis.run_method(session, "grad_cam", {}).explanation)]
+    session.panels[0].quality = analysis.assess(session, session.panels[0])
+    path = write_report(session, fmt, views.Style())
+    data = path.read_bytes()
+    if fmt == "png":
+        assert Image.open(io.BytesIO(data)).size[0] > 800
+    else:
+        assert data.startswith(b"%PDF")
+    figure = build_figure(session, views.Style())
+    texts = " ".join(t.get_text() for t in figure.texts) + " ".join(
+        t.get_text() for ax in figure.axes for t in ax.texts)
+    assert DISCLAIMER in texts and "Kermany" in texts and "cxr-resnet18" in texts and "deletion AUC" in texts
+    path.unlink()
