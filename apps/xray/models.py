@@ -177,7 +177,7 @@ def _read_state_dict(data: bytes) -> dict[str, torch.Tensor]:
             return load_safetensors(data)
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if "weights only" in str(err).lower():
+        if "Unsupported global" in str(err):  # a class or function in the pickle: it would run code
             raise ValueError("The weights file holds Python objects besides tensors; they are refused because "
                              "loading them could run code. Save a plain state dict instead.") from err
         raise ValueError("The weights file is not a readable PyTorch or safetensors checkpoint.") from err
