@@ -31,4 +31,8 @@ LESSONS: list[Lesson] = [
            "curves and derivatives, where each saturates, softmax temperature, vanishing gradients"),
     Lesson("Inside a trained network", "pages/embeddings.py", "Embedding explorer", ":material/scatter_plot:",
            "t-SNE / UMAP maps of what the network learned, similar cases, mistakes, trained vs untrained"),
+    Lesson("Inside a trained network", "pages/feature_maps.py", "Feature maps and filters", ":material/layers:",
+           "every channel of any layer on your image, the learned first-layer filters, trained vs untrained"),
+    Lesson("Inside a trained network", "pages/activation_max.py", "Activation maximisation", ":material/auto_awesome:",
+           "synthesise the image that most excites a class or a channel, starting from noise"),
 ]

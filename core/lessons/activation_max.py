@@ -48,10 +48,10 @@ class Settings:
     """Optimisation and regularisation settings (defaults tuned on the bundled 160 px chest X-ray model)."""
 
     steps: int = 96
-    lr: float = 0.05
+    lr: float = 0.02
     l2: float = 1.0  # weight of mean squared distance from mid-grey
     tv: float = 1.0  # weight of mean absolute difference between neighbouring pixels
-    jitter: int = 4  # random shift in pixels (each direction) applied before every forward pass
+    jitter: int = 2  # random shift in pixels (each direction) applied before every forward pass
     blur_every: int = 8  # blur the image every this many steps (0: never)
     blur_sigma: float = 0.5  # Gaussian sigma in pixels
     noise: float = 0.1  # standard deviation of the starting noise around mid-grey

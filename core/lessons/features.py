@@ -105,9 +105,9 @@ def feature_maps(model: nn.Module, x: torch.Tensor, layer: str) -> FeatureMaps:
 
 @dataclass(frozen=True)
 class Mosaic:
-    """Maps tiled into one image for display; NaN marks the gaps between tiles."""
+    """Images tiled into one picture for display; NaN marks the gaps between tiles."""
 
-    image: np.ndarray  # rows*(h+pad)+pad x cols*(w+pad)+pad, values in [0, 1] or NaN
+    image: np.ndarray  # rows*(h+pad)+pad x cols*(w+pad)+pad (x 3 for colour), values in [0, 1] or NaN
     grid: tuple[int, int]  # rows, cols
     tile: tuple[int, int]  # h, w
     pad: int
@@ -119,21 +119,26 @@ class Mosaic:
         return self.pad + r * (h + self.pad) + (h - 1) / 2, self.pad + c * (w + self.pad) + (w - 1) / 2
 
 
+def tile(images: np.ndarray, pad: int = 1) -> Mosaic:
+    """Tile K x h x w (or K x h x w x 3) images in [0, 1] into a near-square grid (scikit-image montage)."""
+    cols = int(np.ceil(np.sqrt(len(images))))
+    rows = int(np.ceil(len(images) / cols))
+    colour = images.ndim == 4
+    image = montage(images.astype(np.float64), fill=(np.nan,) * 3 if colour else np.nan, grid_shape=(rows, cols),
+                    padding_width=pad, channel_axis=-1 if colour else None)
+    return Mosaic(image, (rows, cols), (images.shape[1], images.shape[2]), pad)
+
+
 def mosaic(maps: np.ndarray, per_channel: bool = True, pad: int = 1) -> Mosaic:
-    """Tile K x h x w maps (skimage montage) after scaling to [0, 1] per map or over all maps together.
+    """Tile K x h x w activation maps after scaling them to [0, 1], each on its own or all together.
 
     Per-map scaling shows each channel's pattern; shared scaling shows which channels are strongest.
     A constant map (e.g. a dead ReLU channel) becomes 0.
     """
-    maps = maps.astype(np.float32)
+    maps = maps.astype(np.float64)
     axes = (1, 2) if per_channel else (0, 1, 2)
     lo, hi = maps.min(axis=axes, keepdims=True), maps.max(axis=axes, keepdims=True)
-    span = np.where(hi > lo, hi - lo, 1.0)
-    scaled = (maps - lo) / span
-    cols = int(np.ceil(np.sqrt(len(maps))))
-    rows = int(np.ceil(len(maps) / cols))
-    image = montage(scaled, fill=np.nan, grid_shape=(rows, cols), padding_width=pad)
-    return Mosaic(image, (rows, cols), (maps.shape[1], maps.shape[2]), pad)
+    return tile((maps - lo) / np.where(hi > lo, hi - lo, 1.0), pad)
 
 
 def upsample(map2d: np.ndarray, size: tuple[int, int]) -> np.ndarray:

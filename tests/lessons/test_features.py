@@ -78,7 +78,11 @@ def test_feature_maps_equal_manual_forward(net, x, layer):
 
 def test_feature_maps_equal_a_forward_hooks_output(net, x):
     seen = {}
-    handle = net.layer3.register_forward_hook(lambda _m, _i, out: seen.setdefault("out", out.detach().clone()))
+
+    def hook(_m, _i, out) -> None:  # returns None, so the model's own output is not replaced
+        seen["out"] = out.detach().clone()
+
+    handle = net.layer3.register_forward_hook(hook)
     with torch.no_grad():
         net(x)
     handle.remove()
@@ -206,7 +210,11 @@ def test_untrained_copy_is_seeded_and_differs_from_the_trained_model(bundled):
 def test_bundled_model_feature_maps_and_filters(bundled):
     x = torch.randn(1, 1, 160, 160, generator=torch.Generator().manual_seed(0)).to(bundled.device)
     seen = {}
-    handle = bundled.model.layer4.register_forward_hook(lambda _m, _i, out: seen.setdefault("o", out.clone()))
+
+    def hook(_m, _i, out) -> None:
+        seen["o"] = out.detach().clone()
+
+    handle = bundled.model.layer4.register_forward_hook(hook)
     with torch.no_grad():
         bundled.model(x)
     handle.remove()

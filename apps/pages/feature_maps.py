@@ -1,0 +1,278 @@
+"""Feature maps and filters: what each layer of a trained network computes on one image, next to an untrained copy."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+
+from apps.common import page_footer, page_header
+from core.data import CLASS_NAMES, data_dir, index_folder
+from core.explain.render import overlay
+from core.io import ImageError, load_image
+from core.lessons import conv
+from core.lessons import features as F
+from core.zoo import LoadedModel, ModelUnavailable, denormalise, list_specs, load_model, predict, preprocess
+
+page_header(
+    "Feature maps and filters",
+    "A convolutional layer turns the image into a stack of **feature maps**, one per channel (filter). Early layers "
+    "respond to edges and blobs, deeper ones to textures and larger parts, at ever coarser resolution. Pick an "
+    "image and a layer: the grid shows every channel's map, **strongest on average first**; click a tile (or pick "
+    "a rank) to lay that map over the image. Below: the first layer's learned filters, per-layer statistics, and "
+    "the same layer in an **untrained** copy of the network, which shows what training added.",
+)
+
+
+# ------------------------------------------------------------------------------------ cached building blocks
+@st.cache_resource(show_spinner="Loading the model…", ttl=600)
+def _load(name: str) -> tuple[LoadedModel | None, str]:
+    """The trained model, or None and the reason it cannot be loaded here (re-checked every 10 minutes)."""
+    try:
+        return load_model(name), ""
+    except ModelUnavailable as err:
+        return None, str(err)
+
+
+@st.cache_resource(show_spinner=False)
+def _untrained(name: str) -> LoadedModel:
+    return F.untrained_copy(list_specs()[name], seed=0)
+
+
+@st.cache_data(show_spinner=False)
+def _xray_paths(root: str) -> dict[str, list[str]]:
+    index = index_folder(root, CLASS_NAMES)
+    return {name: [str(p) for p, label in zip(index.paths, index.labels, strict=True) if label == i]
+            for i, name in enumerate(index.class_names)}
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _decode(source: bytes | str) -> tuple[np.ndarray, tuple[str, ...]]:
+    loaded = load_image(source)
+    return loaded.array, loaded.notes
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _sample(name: str) -> np.ndarray:
+    return conv.sample_image(name).astype(np.float32)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _maps(model_key: str, image_key: str, layer: str, _model: LoadedModel, _x: object) -> F.FeatureMaps:
+    return F.feature_maps(_model.model, _x, layer)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _stats(model_key: str, image_key: str, _model: LoadedModel, _x: object, layers: tuple[str, ...]
+           ) -> list[F.LayerStats]:
+    return F.layer_statistics(_model.model, _x, layers)
+
+
+# ------------------------------------------------------------------------------------ figures (display only)
+def grid_figure(maps: F.FeatureMaps, order: np.ndarray, per_channel: bool, height: int) -> go.Figure:
+    """The channel mosaic as a heatmap, with one invisible point per tile to hover and click."""
+    mo = F.mosaic(maps.maps[order], per_channel=per_channel)
+    fig = go.Figure(go.Heatmap(z=mo.image, colorscale="Viridis", zmin=0, zmax=1, showscale=False, hoverinfo="skip"))
+    centres = np.array([mo.centre(k) for k in range(len(order))])
+    fig.add_trace(go.Scatter(
+        x=centres[:, 1], y=centres[:, 0], mode="markers", marker={"size": 8, "opacity": 0},
+        customdata=np.stack([np.arange(1, len(order) + 1), order, maps.means[order]], axis=1),
+        hovertemplate="rank %{customdata[0]:.0f} · channel %{customdata[1]:.0f}<br>"
+                      "mean %{customdata[2]:.3f}<extra></extra>", showlegend=False))
+    fig.update_xaxes(visible=False, range=[-0.5, mo.image.shape[1] - 0.5])
+    fig.update_yaxes(visible=False, autorange="reversed", scaleanchor="x", constrain="domain")
+    fig.update_layout(height=height, margin={"l": 0, "r": 0, "t": 0, "b": 0}, hoverdistance=-1,
+                      plot_bgcolor="rgba(0,0,0,0)", dragmode=False)
+    return fig
+
+
+def image_figure(picture: np.ndarray, height: int, gray: bool = True) -> go.Figure:
+    """A picture shown with crisp pixels (NaN gaps transparent)."""
+    if picture.ndim == 3:
+        fig = px.imshow(np.nan_to_num(picture, nan=1.0), zmin=0, zmax=1)
+    else:
+        fig = px.imshow(picture, zmin=0, zmax=1, color_continuous_scale="gray" if gray else "Viridis")
+        fig.update_coloraxes(showscale=False)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    fig.update_layout(height=height, margin={"l": 0, "r": 0, "t": 0, "b": 0}, dragmode=False)
+    return fig
+
+
+def map_figure(values: np.ndarray, title: str) -> go.Figure:
+    """One channel's raw map with a colour bar (values as the network computed them)."""
+    fig = px.imshow(values, color_continuous_scale="Viridis", aspect="equal")
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    fig.update_layout(height=300, margin={"l": 0, "r": 0, "t": 30, "b": 0}, title={"text": title, "font_size": 13})
+    return fig
+
+
+# ------------------------------------------------------------------------------------ model and image
+side = st.sidebar
+side.header("Model")
+names = list(list_specs())
+status = {name: _load(name) for name in names}
+model_name = side.selectbox(
+    "Model", names, key="fm_model",
+    format_func=lambda n: n if status[n][0] is not None else f"{n} (unavailable)")
+for name, (loaded_or_none, reason) in status.items():
+    if loaded_or_none is None:
+        side.caption(f"**{name}** is unavailable: {reason}")
+loaded, reason = status[model_name]
+if loaded is None:
+    st.error(f"{model_name} cannot be used here. {reason}")
+    st.stop()
+spec = loaded.spec
+
+side.header("Image")
+root = data_dir()
+sources = [*(["Chest X-ray"] if root else []), "scikit-image sample", "Upload"]
+source = side.radio("Source", sources, key="fm_source")
+image: np.ndarray | None = None
+if source == "Chest X-ray":
+    paths = _xray_paths(str(root))
+    label = side.selectbox("Class", list(paths), index=len(paths) - 1, key="fm_class")
+    number = side.number_input(f"Image number (of {len(paths[label])})", 1, len(paths[label]), 1, key="fm_number")
+    image_key, image_name = paths[label][number - 1], f"{label} X-ray #{number}"
+    try:
+        image, notes = _decode(image_key)
+    except ImageError as err:
+        st.error(f"Could not read this X-ray: {err}")
+elif source == "scikit-image sample":
+    sample = side.selectbox("Sample", conv.SAMPLES, key="fm_sample")
+    image, notes, image_key, image_name = _sample(sample), (), f"skimage:{sample}", f"{sample} (scikit-image)"
+else:
+    upload = side.file_uploader("PNG, JPEG, TIFF, BMP or DICOM", key="fm_upload")
+    if upload is None:
+        st.info("Choose a file in the sidebar (PNG, JPEG, TIFF, BMP or DICOM).")
+        st.stop()
+    data = upload.getvalue()
+    image_key, image_name = hashlib.sha256(data).hexdigest(), upload.name
+    try:
+        image, notes = _decode(data)
+    except ImageError as err:
+        st.error(f"Could not use {upload.name}: {err}")
+if image is None:
+    st.stop()
+for note in notes:
+    side.caption(note)
+
+x = preprocess(image, spec.preprocessing, loaded.device)
+seen = denormalise(x, spec.preprocessing)  # what the network sees: resized, channel-converted
+probs = predict(loaded, x)[0].cpu().numpy()
+layers = F.spatial_layers(loaded.model, x)
+stats = _stats(model_name, image_key, loaded, x, tuple(layers))
+shapes = {s.layer: s.shape for s in stats}
+
+# ------------------------------------------------------------------------------------ feature maps
+st.subheader("Feature maps")
+c_layer, c_sort, c_scale = st.columns([2, 2, 2], vertical_alignment="bottom")
+default_layer = layers.index("layer1") if "layer1" in layers else 0
+layer = c_layer.selectbox("Layer", layers, index=default_layer, key=f"fm_layer_{model_name}",
+                          format_func=lambda n: f"{n}  ({' × '.join(map(str, shapes[n]))})",
+                          help="Modules in the order the image flows through them; shape is channels × height × width.")
+sort = c_sort.radio("Order", ["highest mean first", "lowest mean first", "channel number"], horizontal=True,
+                    key="fm_sort")
+per_channel = c_scale.toggle("Scale each map on its own", value=True, key="fm_per_channel",
+                             help="Off: one colour scale for all maps, so strong channels stand out.")
+
+maps = _maps(model_name, image_key, layer, loaded, x)
+order = {"highest mean first": maps.order, "lowest mean first": maps.order[::-1],
+         "channel number": np.arange(len(maps.means))}[sort]
+rank_key = f"fm_rank_{model_name}_{layer}"
+
+
+def _picked() -> None:
+    """Clicking a tile selects that rank."""
+    points = st.session_state[f"fm_grid_{layer}"].selection.get("points", [])
+    if points and points[0].get("curve_number") == 1:
+        st.session_state[rank_key] = int(points[0]["point_index"])
+
+
+g_col, e_col = st.columns([3, 2], gap="large")
+with g_col:
+    st.plotly_chart(grid_figure(maps, order, per_channel, 520), key=f"fm_grid_{layer}", on_select=_picked,
+                    selection_mode="points", config={"displayModeBar": False})
+    st.caption(f"{len(order)} channels of {maps.maps.shape[1]} × {maps.maps.shape[2]}, ordered by {sort}. "
+               "Hover for channel numbers; click a tile to enlarge it.")
+with e_col:
+    rank = st.selectbox("Channel", range(len(order)), key=rank_key,
+                        format_func=lambda r: f"rank {r + 1}: channel {order[r]} (mean {maps.means[order[r]]:.3f})")
+    channel = int(order[rank])
+    values = maps.maps[channel]
+    alpha = st.slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05, key="fm_alpha")
+    st.image(overlay(seen, F.upsample(values, seen.shape[:2]), alpha=alpha),
+             caption=f"{layer} channel {channel} over the input (bilinear upsampling from "
+                     f"{values.shape[0]} × {values.shape[1]})", width="stretch")
+    st.plotly_chart(map_figure(values, f"channel {channel}: raw values"), key="fm_raw",
+                    config={"displayModeBar": False})
+
+# ------------------------------------------------------------------------------------ input and prediction
+with side:
+    st.header("What the network sees")
+    st.image(seen, caption=f"{image_name}, {spec.preprocessing.size} px", width="stretch", clamp=True)
+    top = np.argsort(-probs)[:3]
+    st.markdown("  \n".join(f"{spec.class_names[i]}: **{probs[i]:.1%}**" for i in top))
+
+# ------------------------------------------------------------------------------------ filters
+st.subheader("Learned filters of the first layer")
+untrained = _untrained(model_name)
+symmetric = st.toggle("Zero = mid-grey", value=False, key="fm_symmetric",
+                      help="On: one scale per filter centred on zero, so excitatory (bright) and inhibitory (dark) "
+                           "parts read directly. Off: each filter stretched from its minimum to its maximum.")
+f_trained = F.filter_images(loaded.model, symmetric=symmetric)
+f_untrained = F.filter_images(untrained.model, symmetric=symmetric)
+k_h, k_w = f_trained.images.shape[1:3]
+st.caption(f"{f_trained.layer}: {len(f_trained.images)} filters of {k_h} × {k_w} pixels, each scaled on its own. "
+           "Trained filters become smooth edge, blob and texture detectors; untrained ones are random noise.")
+c1, c2 = st.columns(2, gap="large")
+for col, filt, title in ((c1, f_trained, "Trained"), (c2, f_untrained, "Untrained (random initialisation)")):
+    with col:
+        st.markdown(f"**{title}**")
+        st.plotly_chart(image_figure(F.tile(filt.images).image, 380), key=f"fm_filters_{title[:5]}",
+                        config={"displayModeBar": False})
+
+# ------------------------------------------------------------------------------------ trained vs untrained
+st.subheader("Trained vs untrained, same layer")
+u_maps = _maps(f"{model_name}:untrained", image_key, layer, untrained, x)
+u_order = {"highest mean first": u_maps.order, "lowest mean first": u_maps.order[::-1],
+           "channel number": np.arange(len(u_maps.means))}[sort]
+c1, c2 = st.columns(2, gap="large")
+for col, m, o, title in ((c1, maps, order, "Trained"), (c2, u_maps, u_order, "Untrained")):
+    with col:
+        st.markdown(f"**{title}** · {layer}, {sort}")
+        st.plotly_chart(grid_figure(m, o, per_channel, 380), key=f"fm_compare_{title}",
+                        config={"displayModeBar": False})
+
+# ------------------------------------------------------------------------------------ statistics
+st.subheader("Layer statistics")
+u_stats = _stats(f"{model_name}:untrained", image_key, untrained, x, tuple(layers))
+table = pd.DataFrame({
+    "layer": [s.layer for s in stats],
+    "shape (C × H × W)": [" × ".join(map(str, s.shape)) for s in stats],
+    "mean": [s.mean for s in stats],
+    "std": [s.std for s in stats],
+    "sparsity after ReLU": [s.sparsity for s in stats],
+    "dead channels": [s.dead_channels for s in stats],
+    "untrained mean": [s.mean for s in u_stats],
+    "untrained sparsity": [s.sparsity for s in u_stats],
+})
+fraction = st.column_config.NumberColumn(format="percent")
+st.dataframe(table, hide_index=True, key="fm_stats", column_config={
+    "mean": st.column_config.NumberColumn(format="%.3f"), "std": st.column_config.NumberColumn(format="%.3f"),
+    "untrained mean": st.column_config.NumberColumn(format="%.3f"), "sparsity after ReLU": fraction,
+    "dead channels": fraction, "untrained sparsity": fraction})
+st.caption("Sparsity: share of values that are zero after a ReLU (≤ 0 before it). Dead channels: channels that are "
+           "zero everywhere after a ReLU on this image. Statistics are for this one image.")
+long = pd.concat([table.assign(model="trained", sparsity=table["sparsity after ReLU"]),
+                  table.assign(model="untrained", sparsity=table["untrained sparsity"])])
+fig = px.line(long, x="layer", y="sparsity", color="model", markers=True)
+fig.update_layout(height=320, margin={"l": 0, "r": 0, "t": 10, "b": 0}, yaxis_tickformat=".0%",
+                  legend={"orientation": "h", "y": 1.1})
+st.plotly_chart(fig, key="fm_sparsity")
+page_footer()

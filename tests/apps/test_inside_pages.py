@@ -1,0 +1,259 @@
+"""The feature-maps and activation-maximisation pages: run headless with AppTest, turn their main knobs, check the
+numbers they show against independent torch computations, and screenshot each in Chromium."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from core.data import CLASS_NAMES, data_dir, index_folder
+from core.io import load_image
+from core.lessons.conv import sample_image
+from core.zoo import load_model, preprocess
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # AppTest runs the page in this process; its `import apps...` needs the repo root
+    sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One intra-op thread: with other processes on the 2 CI cores, two spinning threads run ~50x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run(at: AppTest) -> AppTest:
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def page(name: str) -> AppTest:
+    return run(AppTest.from_file(str(ROOT / "apps" / "pages" / f"{name}.py"), default_timeout=600))
+
+
+def chart(at: AppTest, key: str) -> dict:
+    """The plotly spec of the chart with this key."""
+    found = [c for c in at.get("plotly_chart") if c.proto.id.endswith(f"-{key}")]
+    assert len(found) == 1, f"no chart {key!r}"
+    return json.loads(found[0].proto.spec)
+
+
+def values(spec_value: object) -> np.ndarray:
+    """Plotly sends numeric arrays as typed base64 buffers (or plain lists); decode either."""
+    if isinstance(spec_value, dict) and "bdata" in spec_value:
+        out = np.frombuffer(base64.b64decode(spec_value["bdata"]), dtype=np.dtype(spec_value["dtype"]))
+        shape = spec_value.get("shape")
+        return out.reshape([int(s) for s in str(shape).split(",")]) if shape else out
+    return np.asarray(spec_value, dtype=np.float64)
+
+
+def z(at: AppTest, key: str, trace: int = 0) -> np.ndarray:
+    return values(chart(at, key)["data"][trace]["z"]).astype(np.float64)
+
+
+def metric(at: AppTest, label_start: str) -> float:
+    (m,) = [m for m in at.metric if m.label.startswith(label_start)]
+    return float(m.value.rstrip("×%"))
+
+
+def layer_output(model: torch.nn.Module, x: torch.Tensor, layer: str) -> np.ndarray:
+    """Independent: a forward hook's copy of one layer's output (1st image)."""
+    seen = {}
+
+    def hook(_m: torch.nn.Module, _i: tuple, out: torch.Tensor) -> None:  # None: the output itself is not replaced
+        seen["o"] = out.clone()  # copied now, before an in-place ReLU can overwrite it
+
+    handle = model.get_submodule(layer).register_forward_hook(hook)
+    with torch.no_grad():
+        model(x)
+    handle.remove()
+    return seen["o"][0].cpu().numpy()
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    return load_model("cxr-resnet18")
+
+
+# ------------------------------------------------------------------------------------------- feature maps
+@pytest.fixture(scope="module")
+def fm() -> AppTest:
+    return page("feature_maps")
+
+
+@pytest.mark.data
+def test_feature_maps_defaults_show_the_hooked_activations_of_a_real_xray(fm, bundled):
+    at = fm
+    assert not at.error, [e.value for e in at.error]
+    index = index_folder(data_dir(), CLASS_NAMES)
+    path = index.paths[int(np.flatnonzero(index.labels == 1)[0])]  # default: first PNEUMONIA X-ray
+    x = preprocess(load_image(path), bundled.spec.preprocessing, bundled.device)
+    acts = layer_output(bundled.model, x, "layer1")
+    top = int(np.argmax(acts.mean(axis=(1, 2))))
+    np.testing.assert_allclose(z(at, "fm_raw"), acts[top], rtol=1e-5, atol=1e-5)  # rank 1 = highest mean
+    assert at.selectbox(key="fm_rank_cxr-resnet18_layer1").value == 0
+    grid = chart(at, "fm_grid_layer1")
+    order = values(grid["data"][1]["customdata"]).reshape(-1, 3)[:, 1].astype(int)
+    np.testing.assert_array_equal(order, np.argsort(-acts.mean(axis=(1, 2)), kind="stable"))
+    # statistics table against the hooked output
+    table = at.dataframe[0].value.set_index("layer")
+    for layer in ("bn1", "layer2", "layer4"):
+        a = layer_output(bundled.model, x, layer)
+        assert table.loc[layer, "shape (C × H × W)"] == " × ".join(map(str, a.shape))
+        assert table.loc[layer, "mean"] == pytest.approx(float(a.mean()), rel=1e-4, abs=1e-6)
+        assert table.loc[layer, "sparsity after ReLU"] == pytest.approx(float((a <= 0).mean()))
+    # first-layer filters: the mosaic holds the weights, min-max scaled per filter
+    w = bundled.model.conv1.weight.detach().cpu().numpy()[:, 0]
+    tiles = z(at, "fm_filters_Train")
+    first = tiles[1:8, 1:8]
+    np.testing.assert_allclose(first, (w[0] - w[0].min()) / (w[0].max() - w[0].min()), atol=1e-6)
+
+
+def test_feature_maps_knobs_change_the_outputs(fm):
+    at = fm
+    before_grid, before_raw = z(at, "fm_grid_layer1"), z(at, "fm_raw")
+    at.selectbox(key="fm_rank_cxr-resnet18_layer1").set_value(3)
+    run(at)
+    assert not np.allclose(z(at, "fm_raw"), before_raw)
+    at.selectbox(key="fm_layer_cxr-resnet18").set_value("layer3")
+    run(at)
+    grid = z(at, "fm_grid_layer3")
+    assert grid.shape != before_grid.shape  # 128 maps of 10 x 10 instead of 32 of 40 x 40
+    assert z(at, "fm_raw").shape == (10, 10)
+    at.radio(key="fm_sort").set_value("channel number")
+    run(at)
+    order = values(chart(at, "fm_grid_layer3")["data"][1]["customdata"]).reshape(-1, 3)[:, 1]
+    np.testing.assert_array_equal(order, np.arange(128))
+    at.toggle(key="fm_per_channel").set_value(False)
+    run(at)
+    shared = z(at, "fm_grid_layer3")
+    assert np.nanmax(shared) == 1.0 and not np.allclose(np.nan_to_num(shared), np.nan_to_num(grid))
+    trained, untrained = z(at, "fm_compare_Trained"), z(at, "fm_compare_Untrained")
+    assert trained.shape == untrained.shape and not np.allclose(np.nan_to_num(trained), np.nan_to_num(untrained))
+
+
+def test_feature_maps_on_a_scikit_image_sample_and_a_bad_upload(bundled):
+    at = page("feature_maps")
+    at.radio(key="fm_source").set_value("scikit-image sample")
+    run(at)
+    at.selectbox(key="fm_sample").set_value("coins")
+    run(at)
+    x = preprocess(sample_image("coins").astype(np.float32), bundled.spec.preprocessing, bundled.device)
+    acts = layer_output(bundled.model, x, "layer1")
+    np.testing.assert_allclose(z(at, "fm_raw"), acts[int(np.argmax(acts.mean(axis=(1, 2))))], rtol=1e-5, atol=1e-5)
+    at.radio(key="fm_source").set_value("Upload")
+    run(at)
+    assert any("Choose a file" in i.value for i in at.info)
+
+
+def test_unavailable_models_are_listed_with_their_reason():
+    at = page("feature_maps")
+    notes = [c.value for c in at.sidebar.caption if "is unavailable" in c.value]
+    for note in notes:  # offline: the ImageNet models; with their weights cached, none
+        name = note.split("**")[1]
+        at.selectbox(key="fm_model").set_value(name)
+        run(at)
+        assert at.error and name in at.error[0].value and "weights" in at.error[0].value
+
+
+# ------------------------------------------------------------------------------------------- activation max
+@pytest.fixture(scope="module")
+def am() -> AppTest:
+    return page("activation_max")
+
+
+def test_activation_max_defaults_report_honest_scores(am, bundled):
+    at = am
+    assert not at.error, [e.value for e in at.error]
+    image = z(at, "am_final")
+    assert image.shape == (160, 160) and image.min() >= 0 and image.max() <= 1
+    with torch.no_grad():  # independent forward pass on the image the page shows
+        logits = bundled.model(preprocess(image.astype(np.float32), bundled.spec.preprocessing, bundled.device))[0]
+        gen = torch.Generator().manual_seed(0)  # the documented start: mid-grey + 0.1 x seeded Gaussian noise
+        noise = (0.5 + 0.1 * torch.randn((1, 1, 160, 160), generator=gen)).clamp(0, 1)[0, 0].numpy()
+        start = bundled.model(preprocess(noise, bundled.spec.preprocessing, bundled.device))[0]
+    pneumonia = CLASS_NAMES.index("PNEUMONIA")
+    assert metric(at, "Final logit") == pytest.approx(float(logits[pneumonia]), abs=2e-3)
+    assert metric(at, "Start logit") == pytest.approx(float(start[pneumonia]), abs=2e-3)
+    gain = metric(at, "Gain")
+    assert gain == pytest.approx(math.exp(float(logits[pneumonia] - start[pneumonia])), rel=1e-2)
+    assert gain >= 10
+    assert metric(at, "Softmax probability") / 100 == pytest.approx(
+        float(torch.softmax(logits, 0)[pneumonia]), abs=1e-3)
+    assert len(values(chart(at, "am_history")["data"][0]["y"])) == 96
+    captions = [c for img in at.get("image") for c in img.captions]
+    assert captions == ["noise (step 0)", *(f"step {12 * k}" for k in range(1, 9))]
+
+
+def test_activation_max_target_and_regularisers_change_the_image(am, bundled):
+    at = am
+    before = z(at, "am_final")
+    at.selectbox(key="am_class_cxr-resnet18").set_value(0)
+    at.slider(key="am_steps").set_value(16)
+    at.button[0].click()
+    run(at)
+    normal = z(at, "am_final")
+    assert not np.allclose(normal, before)
+    assert len(values(chart(at, "am_history")["data"][0]["y"])) == 16
+    with torch.no_grad():
+        logits = bundled.model(preprocess(normal.astype(np.float32), bundled.spec.preprocessing, bundled.device))[0]
+    assert metric(at, "Final logit") == pytest.approx(float(logits[0]), abs=2e-3)
+    at.slider(key="am_tv").set_value(15.0)
+    at.button[0].click()
+    run(at)
+    smooth = z(at, "am_final")
+    assert np.abs(np.diff(smooth, axis=1)).mean() < np.abs(np.diff(normal, axis=1)).mean()
+
+
+def test_activation_max_channel_target_matches_a_hook(am, bundled):
+    at = am
+    at.radio(key="am_kind").set_value("channel")
+    at.selectbox(key="am_layer_cxr-resnet18").set_value("layer2")
+    at.number_input(key="am_channel").set_value(5)
+    at.slider(key="am_steps").set_value(16)
+    at.button[0].click()
+    run(at)
+    image = z(at, "am_final")
+    x = preprocess(image.astype(np.float32), bundled.spec.preprocessing, bundled.device)
+    assert metric(at, "Final mean activation") == pytest.approx(
+        float(layer_output(bundled.model, x, "layer2")[5].mean()), abs=2e-3)
+    at.number_input(key="am_channel").set_value(4000)
+    at.button[0].click()
+    run(at)
+    assert at.error and "Channel must be in [0, 63]" in at.error[0].value
+
+
+# ------------------------------------------------------------------------------------------- browser
+@pytest.mark.browser
+@pytest.mark.parametrize(("path", "title"), [("feature_maps", "Feature maps and filters"),
+                                             ("activation_max", "Activation maximisation")])
+def test_page_renders_in_chromium(browser, streamlit_url, artifacts, path, title):
+    page_ = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page_.goto(streamlit_url)  # enter through the app's navigation first
+        page_.wait_for_selector("h1", timeout=120_000)
+        page_.goto(f"{streamlit_url}/{path}")
+        page_.wait_for_selector("text=Mendeley Data", timeout=300_000)  # the footer: the page ran to the end
+        page_.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')",
+                                timeout=300_000)
+        assert page_.locator("h1").first.inner_text() == title
+        assert page_.locator("[data-testid='stException']").count() == 0
+        assert page_.locator(".js-plotly-plot").count() >= 3
+        height = page_.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+        page_.set_viewport_size({"width": 1400, "height": min(height + 50, 16_000)})  # Streamlit scrolls inside
+        page_.wait_for_timeout(2000)
+        page_.screenshot(path=str(artifacts / f"inside_{path}.png"), full_page=True)
+    finally:
+        page_.close()
