@@ -33,7 +33,8 @@ E.warm_up_umap()  # compiles UMAP's numba code in the background, so choosing UM
 
 SOURCES = ("Image folder", "Zip upload", "MedMNIST", "Digits (built in)")
 DEFAULT_IMAGES = 1000  # for larger sets; smaller ones (e.g. the 1,797 digits) are shown whole
-THUMB = 112
+MIN_IMAGES = 10
+THUMB = 224  # thumbnail pixels; shown at column width
 
 
 # ------------------------------------------------------------------------------------ cached building blocks
@@ -94,17 +95,18 @@ def _index(embedding_key: str, metric: str, _vectors: np.ndarray) -> E.neighbour
     return E.neighbour_index(_vectors, metric)
 
 
-def thumbs(images: E.ImageSet, positions: list[int], captions: list[str], width: int = THUMB, per_row: int = 6
-           ) -> None:
-    """A grid of thumbnails with captions (unreadable files show their error instead)."""
-    for start in range(0, len(positions), per_row):
+def thumbs(images: E.ImageSet, table: pd.DataFrame, rows: list[int], per_row: int = 3,
+           extras: list[str] | None = None) -> None:
+    """A grid of thumbnails of table rows, captioned (unreadable files show their error instead)."""
+    extras = extras or [""] * len(rows)
+    for start in range(0, len(rows), per_row):
         cols = st.columns(per_row)
-        for col, pos, caption in zip(cols, positions[start:start + per_row], captions[start:start + per_row],
-                                     strict=False):
+        for col, row, extra in zip(cols, rows[start:start + per_row], extras[start:start + per_row], strict=False):
             try:
-                col.image(E.thumbnail(images.image(pos), width), caption=caption, width=width)
+                picture = E.thumbnail(images.image(int(table["position"].iloc[row])), THUMB)
+                col.image(picture, caption=caption(table, row, extra), width="stretch")
             except ImageError as err:
-                col.caption(f"{caption}: {err}")
+                col.caption(f"{caption(table, row, extra)}: {err}")
 
 
 def caption(table: pd.DataFrame, row: int, extra: str = "") -> str:
@@ -150,11 +152,15 @@ for note in images.notes:
     side.caption(note)
 
 n_max = len(images)
-n = side.slider("Images to embed", min(10, n_max), n_max, n_max if n_max <= 2 * DEFAULT_IMAGES else DEFAULT_IMAGES,
-                  key=f"emb_n_{n_max}",
-                help="A class-stratified random subset; the first embedding of a new subset takes a while, "
-                     "every rerun after that is read from the cache.")
-seed = int(side.number_input("Subset seed", 0, 10_000, 0, key="emb_seed"))
+if n_max > MIN_IMAGES:
+    n = side.slider("Images to embed", MIN_IMAGES, n_max, n_max if n_max <= 2 * DEFAULT_IMAGES else DEFAULT_IMAGES,
+                    key=f"emb_n_{n_max}",
+                    help="A class-stratified random subset; the first embedding of a new subset takes a while, "
+                         "every rerun after that is read from the cache.")
+    seed = int(side.number_input("Subset seed", 0, 10_000, 0, key="emb_seed"))
+else:
+    n, seed = n_max, 0
+    side.caption(f"All {n_max} images are used.")
 subset = _subsample(images.fingerprint, n, seed, images)
 
 # ------------------------------------------------------------------------------------ model
@@ -176,7 +182,14 @@ compare_name = side.selectbox("Compare with", compare_options, key=f"emb_compare
                               help="A second model on the same images: is the trained network's space better "
                                    "organised than an untrained copy's?")
 
-emb = _embeddings(subset.fingerprint, model_name, layer, subset, loaded)
+try:
+    emb = _embeddings(subset.fingerprint, model_name, layer, subset, loaded)
+except ValueError as err:  # e.g. none of the images could be read
+    st.error(str(err))
+    st.stop()
+if len(emb) < 3:
+    st.warning(f"Only {len(emb)} readable image(s): a map needs at least 3.")
+    st.stop()
 labels = subset.labels[emb.kept]
 groups = tuple(subset.groups[i] for i in emb.kept)
 
@@ -239,16 +252,14 @@ with right:
         st.markdown(f"**{len(selected)} selected** · {table['correct'].iloc[selected].eq(False).sum()} misclassified"
                     if has_correct else f"**{len(selected)} selected**")
         shown = selected[:18]
-        thumbs(subset, [int(table['position'].iloc[r]) for r in shown], [caption(table, r) for r in shown],
-               width=THUMB, per_row=3)
+        thumbs(subset, table, shown)
         if len(selected) > len(shown):
             st.caption(f"Showing {len(shown)} of {len(selected)}.")
     else:
         by_conf = table.iloc[wrong_rows].sort_values("confidence", ascending=False).index.tolist()[:9]
         if by_conf:
             st.markdown("**Most confident mistakes** — select points in the map to see them here")
-            thumbs(subset, [int(table['position'].iloc[r]) for r in by_conf], [caption(table, r) for r in by_conf],
-                   width=THUMB, per_row=3)
+            thumbs(subset, table, by_conf)
         else:
             st.info("Select points in the map (click, or lasso) to see their images, labels and predictions.")
 
@@ -264,20 +275,18 @@ with inspect_tab:
                        help="Defaults to the first selected point, else the first mistake.")
     pos = int(table["position"].iloc[row])
     array = subset.image(pos)
-    cols = st.columns([1, 1, 3])
-    cols[0].image(E.thumbnail(array, 224), caption=caption(table, row), width=224)
+    cols = st.columns([1, 1, 3], gap="medium")
+    cols[0].image(E.thumbnail(array, THUMB), caption=caption(table, row), width="stretch")
     if "grad_cam" in METHODS:
         exp = explain(loaded, preprocess(array, loaded.spec.preprocessing), "grad_cam")[0]
-        cols[1].image(E.thumbnail(overlay(array, exp.heatmap) / 255.0, 224), width=224,
+        cols[1].image(E.thumbnail(overlay(array, exp.heatmap) / 255.0, THUMB), width="stretch",
                       caption=f"Grad-CAM ({loaded.spec.cam_layer}) for {exp.target_name}, p = {exp.score:.2f}")
     with cols[2]:
         kk = st.slider("Neighbours", 3, 24, 8, key="emb_k")
         dist, found = E.nearest(index, emb.vectors[row], kk + 1)
         st.markdown(f"**Nearest neighbours** ({metric} distance in the {emb.vectors.shape[1]}-D embedding); "
                     f"{np.mean(labels[found[1:]] == labels[row]):.0%} share its label")
-        thumbs(subset, [int(table["position"].iloc[r]) for r in found[1:]],
-               [caption(table, r, f" · d {d:.3f}") for r, d in zip(found[1:], dist[1:], strict=True)],
-               width=96, per_row=4)
+        thumbs(subset, table, found[1:].tolist(), per_row=4, extras=[f" · d {d:.3f}" for d in dist[1:]])
 
 with similar_tab:
     query = st.file_uploader("An image to search for (PNG, JPEG, TIFF, BMP or DICOM)",
@@ -293,8 +302,7 @@ with similar_tab:
             top = int(np.argmax(probs))
             st.image(E.thumbnail(q.array, 224), width=224,
                      caption=f"query · model says {loaded.spec.class_names[top]} ({probs[top]:.2f})")
-            thumbs(subset, [int(table["position"].iloc[r]) for r in found],
-                   [caption(table, r, f" · d {d:.3f}") for r, d in zip(found, dist, strict=True)], width=96)
+            thumbs(subset, table, found.tolist(), per_row=6, extras=[f" · d {d:.3f}" for d in dist])
 
 with compare_tab:
     if compare_name == "(none)":

@@ -88,8 +88,8 @@ def scatter_figure(table: pd.DataFrame, colour_by: str = "true label", title: st
                                    hovertemplate=hover,
                                    marker={"size": size + 5, "color": "rgba(0,0,0,0)",
                                            "line": {"width": 1.5, "color": "black"}}))
-    fig.update_layout(title=title or None, height=height, margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
-                      legend={"itemsizing": "constant", "orientation": "h", "y": -0.02, "yanchor": "top"},
+    fig.update_layout(title=title or None, height=height, margin={"l": 10, "r": 10, "t": 70 if title else 30, "b": 10},
+                      legend={"itemsizing": "constant", "orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 0},
                       plot_bgcolor="white", dragmode="lasso")
     for ax, n in (("xaxis", 1), ("yaxis", 2)):
         fig.update_layout({ax: {"title": {"text": f"{axis} {n}".strip()}, "showticklabels": False,
