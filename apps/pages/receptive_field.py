@@ -130,9 +130,10 @@ def unit_figure(display: np.ndarray, row: rf.Row, u: rf.UnitField, size: int) ->
     f = row.field
     ii, jj = np.meshgrid(np.arange(row.height), np.arange(row.width), indexing="ij")
     dot = float(np.clip(360 / max(row.height, row.width), 3, 12))
-    fig = go.Figure([_image_trace(display), go.Scattergl(
+    scatter = go.Scatter if row.height * row.width <= 1600 else go.Scattergl  # WebGL only when dots are many
+    fig = go.Figure([_image_trace(display), scatter(
         x=(f.start + jj * f.jump + (f.size - 1) / 2).ravel(), y=(f.start + ii * f.jump + (f.size - 1) / 2).ravel(),
-        customdata=np.stack([ii.ravel(), jj.ravel()], axis=1), mode="markers",
+        customdata=np.stack([ii.ravel(), jj.ravel()], axis=1).tolist(), mode="markers",
         marker={"size": dot, "color": "rgba(31,111,235,0.55)", "line": {"width": 0}},
         hovertemplate="unit (%{customdata[0]}, %{customdata[1]})<extra></extra>")])
     fig.add_trace(go.Scatter(x=[u.centre[1]], y=[u.centre[0]], mode="markers", hoverinfo="skip",
@@ -280,12 +281,12 @@ def _choose_image(size: int) -> tuple[np.ndarray | None, str]:
     return sample_image(name), f"{name} (scikit-image)"
 
 
-def _pick_unit(key: str) -> None:
-    """Click callback: the clicked dot's unit becomes the chosen one."""
-    points = st.session_state[f"{key}_click"].selection.points
-    if points and "customdata" in points[0]:
-        i, j = points[0]["customdata"][:2]
-        st.session_state[f"{key}_row"], st.session_state[f"{key}_col"] = int(i), int(j)
+def _pick_unit(key: str, width: int) -> None:
+    """Click callback: the clicked dot (trace 1 of the unit figure, row-major) becomes the chosen unit."""
+    dots = [p for p in st.session_state[f"{key}_click"].selection.points if p.get("curve_number") == 1]
+    if dots:
+        i, j = divmod(int(dots[0]["point_index"]), width)
+        st.session_state[f"{key}_row"], st.session_state[f"{key}_col"] = i, j
 
 
 net_col, image_col = st.columns([1.25, 1], gap="large")
@@ -306,7 +307,7 @@ if net is None or image is None:
     page_footer()
     st.stop()
 size = int(size)
-net_key = hashlib.md5(repr(net).encode()).hexdigest()[:10]
+net_key = net if isinstance(net, str) else "stack-" + hashlib.md5(repr(net).encode()).hexdigest()[:10]
 try:
     with st.spinner("Tracing the network…"):
         analysis = _analysis(net, size)
@@ -366,8 +367,8 @@ with tabs[1]:
     if tabs[1].open:
         fig_col, text_col = st.columns([2.2, 1])
         with fig_col:
-            st.plotly_chart(unit_figure(display, row, u, size), key=f"{unit_key}_click", on_select=_pick_unit,
-                            selection_mode="points")
+            st.plotly_chart(unit_figure(display, row, u, size), key=f"{unit_key}_click",
+                            on_select=lambda: _pick_unit(unit_key, row.width), selection_mode="points")
         with text_col:
             st.markdown(f"**{image_name}**, resized to {size} × {size} px as the network sees it.")
             st.markdown(

@@ -1,0 +1,235 @@
+"""The receptive-field page: AppTest turns its knobs and checks what it shows against independent numbers
+(Araujo et al.'s VGG-16 table, hand arithmetic, autograd-based ERFs); Chromium loads it, picks a unit by
+clicking a dot, and saves screenshots."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from core.lessons import receptive_field as rf
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGE = ROOT / "apps" / "pages" / "receptive_field.py"
+if str(ROOT) not in sys.path:  # AppTest runs the page in this process; its imports need the repo root
+    sys.path.insert(0, str(ROOT))
+
+
+def run(at: AppTest | None = None) -> AppTest:
+    at = at or AppTest.from_file(str(PAGE), default_timeout=300)
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def chart(at: AppTest, key: str) -> dict:
+    found = [c for c in at.get("plotly_chart") if c.proto.id.endswith(f"-{key}")]
+    assert len(found) == 1, f"no chart {key!r}"
+    return json.loads(found[0].proto.spec)
+
+
+def decode(value: object) -> np.ndarray:
+    """Plotly sends numeric arrays as base64 typed buffers (with a shape for 2-D ones) or as plain lists."""
+    if not isinstance(value, dict):
+        return np.asarray(value, dtype=np.float64)
+    flat = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"])).astype(np.float64)
+    shape = value.get("shape")
+    return flat.reshape([int(n) for n in str(shape).split(",")]) if shape else flat
+
+
+def open_tab(at: AppTest, label: str) -> AppTest:
+    at.session_state["rf_tab"] = label
+    return run(at)
+
+
+def set_unit(at: AppTest, arch: str, size: int, node: str, unit: tuple[int, int]) -> None:
+    key = f"rf_unit_{arch}_{size}_{node}"
+    at.number_input(key=f"{key}_row").set_value(unit[0])
+    at.number_input(key=f"{key}_col").set_value(unit[1])
+
+
+@pytest.fixture(scope="module")
+def page() -> AppTest:
+    return run()
+
+
+# ------------------------------------------------------------------------------------------ architectures
+
+
+def test_defaults_show_the_bundled_model(page):
+    shown = metrics(page)
+    # ResNet-18 topology by hand: 7 + 2*2 (pool) + 4 convs*2*4 + (2*4 + 3*2*8) + (2*8 + 3*2*16) + (2*16 + 3*2*32)
+    assert shown["Receptive field"] == f"{7 + 4 + 32 + 56 + 112 + 224} px" == "435 px"
+    assert shown["Jump (effective stride)"] == "32 px" and shown["Output grid"] == "5 × 5"
+    # centre unit (2, 2) of a 160 px input: field -153..281, of which 0..159 is image
+    assert shown["Field in the padding"] == f"{1 - 160 ** 2 / 435 ** 2:.0%}"
+    table = page.dataframe[0].value
+    assert table["node"].iloc[-1] == "layer4.1.add" and table["RF size"].iloc[-1] == 435
+    assert (table["shortest path RF"] <= table["RF size"]).all()
+    assert any("paths disagree" in note for note in table["note"])
+
+
+def test_vgg16_shows_araujo_values_and_the_unit_box():
+    at = run()
+    at.selectbox(key="rf_arch").set_value("vgg16")
+    run(at)
+    shown = metrics(at)
+    assert shown["Receptive field"] == "212 px" and shown["Jump (effective stride)"] == "32 px"
+    assert shown["Output grid"] == "7 × 7"
+    table = at.dataframe[0].value.set_index("node")
+    assert table.loc["features.23", ["RF size", "jump", "effective padding"]].tolist() == [100, 16, 42]  # pool4
+    set_unit(at, "vgg16", 224, "features.30", (3, 1))
+    run(at)
+    open_tab(at, "Unit on the image")
+    rects = [s for s in chart(at, "rf_unit_vgg16_224_features.30_click")["layout"]["shapes"]
+             if s["type"] == "rect"]
+    # unit (3, 1): rows -90 + 3*32 = 6 .. 217, cols -90 + 32 = -58 .. 153 (dashed), clipped at column 0 (solid)
+    assert (rects[0]["y0"], rects[0]["y1"], rects[0]["x0"], rects[0]["x1"]) == (5.5, 217.5, -58.5, 153.5)
+    assert (rects[1]["x0"], rects[1]["x1"]) == (-0.5, 153.5)
+    assert metrics(at)["Field in the padding"] == f"{58 / 212:.0%}"
+
+
+def test_widgets_change_the_outputs():
+    at = run()
+    before = metrics(at)
+    at.select_slider(key="rf_size_cxr-resnet18").set_value(320)
+    run(at)
+    assert metrics(at)["Output grid"] == "10 × 10" and metrics(at)["Receptive field"] == before["Receptive field"]
+    at.selectbox(key="rf_node_cxr-resnet18").set_value("layer2.0.conv1")
+    run(at)
+    assert metrics(at)["Receptive field"] == "51 px" and metrics(at)["Jump (effective stride)"] == "8 px"
+    padding_centre = metrics(at)["Field in the padding"]
+    set_unit(at, "cxr-resnet18", 320, "layer2.0.conv1", (0, 0))
+    run(at)
+    assert padding_centre == "0%" and metrics(at)["Field in the padding"] != "0%"
+
+
+# ------------------------------------------------------------------------------------------ stacks
+
+
+def stack_page() -> AppTest:
+    at = run()
+    at.radio(key="rf_mode").set_value("build a stack")
+    return run(at)
+
+
+def test_stack_presets_and_edits(monkeypatch):
+    at = stack_page()
+    assert metrics(at)["Receptive field"] == "16 px"  # small CNN: 3, 5, 6, 10, 14, 16
+    at.selectbox(key="rf_preset").set_value("strided: four conv 3×3 /2")
+    run(at)
+    assert metrics(at)["Receptive field"] == "31 px" and metrics(at)["Jump (effective stride)"] == "16 px"
+    at.session_state["rf_stack_strided: four conv 3×3 /2"] = {
+        "edited_rows": {3: {"dilation": 3}}, "added_rows": [], "deleted_rows": []}
+    run(at)
+    assert metrics(at)["Receptive field"] == f"{15 + (3 * 2 + 1 - 1) * 8} px"  # last layer's k' = 7 at jump 8
+    open_tab(at, "1-D view and dilation")
+    spec = chart(at, "rf_stack_1d")
+    xs = [x for trace in spec["data"] for x in decode(trace["x"])]
+    assert max(xs) - min(xs) == 15 + 6 * 8 - 1  # the input row spans the field
+
+
+def test_bad_stacks_show_errors_and_the_app_keeps_serving():
+    at = stack_page()
+    at.session_state["rf_stack_small CNN: (conv 3×3 ×2, max-pool 2×2) ×2"] = {
+        "edited_rows": {2: {"padding": 2}}, "added_rows": [], "deleted_rows": []}
+    run(at)
+    assert at.error and "Layer 3" in at.error[0].value and "at most half" in at.error[0].value
+    at.session_state["rf_stack_small CNN: (conv 3×3 ×2, max-pool 2×2) ×2"] = {
+        "edited_rows": {}, "added_rows": [], "deleted_rows": []}
+    at.number_input(key="rf_stack_size").set_value(8)
+    at.selectbox(key="rf_preset").set_value("AlexNet front end")
+    run(at)
+    assert at.error and "smaller than the kernel span" in at.error[0].value
+
+
+def test_dilation_demo_counts_paths():
+    at = open_tab(stack_page(), "1-D view and dilation")
+    growth = chart(at, "rf_growth")
+    assert [decode(t["y"]).tolist() for t in growth["data"]] == [[3, 5, 7, 9], [5, 9, 13, 17], [3, 7, 15, 31]]
+    at.radio(key="rf_dil_schedule").set_value("constant")
+    run(at)
+    demo = chart(at, "rf_dilation_1d")["data"]
+    input_holes = decode(demo[0]["x"])  # trace 0: input positions no path reaches
+    assert len(input_holes) > 0 and all(x % 2 == 1 for x in input_holes)  # gridding: odd pixels never count
+
+
+# ------------------------------------------------------------------------------------------ effective RF
+
+
+def test_erf_of_random_and_trained_weights(page):
+    at = open_tab(page, "Effective receptive field")
+    table = at.dataframe[0].value
+    assert table["weights"].tolist() == ["random weights", "trained weights"]
+    assert (table["mass inside the field"] == "100.0000%").all()
+    heat = [t for t in chart(at, "rf_erf_chart")["data"] if t.get("customdata") is not None]
+    assert len(heat) == 2
+    box = rf.unit_field(rf.analyse_module(rf.build_architecture(rf.BUNDLED), 160), "layer4.1.add", (2, 2))
+    for trace, radius in zip(heat, table.iloc[:, 1], strict=True):
+        erf = decode(trace["customdata"])
+        assert erf.shape == (160, 160) and erf.sum() == pytest.approx(1.0)
+        assert radius == round(rf.mass_radius(erf, box.centre, 0.9), 1)
+    at.slider(key="rf_erf_fraction").set_value(0.5)
+    run(at)
+    smaller = at.dataframe[0].value.iloc[:, 1]
+    assert (smaller < table.iloc[:, 1]).all()
+
+
+def test_erf_says_why_imagenet_weights_are_missing(monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    at = run()
+    at.selectbox(key="rf_arch").set_value("alexnet")
+    run(at)
+    at.select_slider(key="rf_size_alexnet").set_value(96)
+    open_tab(at, "Effective receptive field")
+    assert any("never downloads" in i.value for i in at.info)
+    assert at.dataframe[0].value["weights"].tolist() == ["random weights"]
+
+
+# ------------------------------------------------------------------------------------------ browser
+
+
+@pytest.mark.browser
+def test_page_in_chromium_and_click_to_pick_a_unit(browser, streamlit_url, artifacts):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(streamlit_url)  # enter through the navigation: direct page URLs bypass st.navigation
+        page.get_by_role("link", name="Receptive field").first.click(timeout=120_000)
+        page.wait_for_selector("text=Mendeley Data", timeout=180_000)
+        page.wait_for_selector("[data-testid='stDataFrame']", timeout=120_000)
+        assert page.locator("h1").first.inner_text() == "Receptive field"
+        assert page.locator("[data-testid='stException']").count() == 0
+        height = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+        page.set_viewport_size({"width": 1400, "height": min(height + 50, 6000)})  # Streamlit scrolls inside
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(artifacts / "lesson_receptive_field.png"), full_page=True)
+
+        page.get_by_role("tab", name="Unit on the image").click()
+        dots = page.locator(".js-plotly-plot .scatterlayer .trace").first.locator("path.point")
+        dots.first.wait_for(timeout=120_000)
+        assert dots.count() == 25  # 5 x 5 units of layer4.1.add at 160 px
+        values = "() => [...document.querySelectorAll('input[type=number]')].map(e => e.value)"
+        assert page.evaluate(values) == ["2", "2"]  # unit row and column: the centre unit before the click
+        dots.first.click(force=True)  # the top-left dot: unit (0, 0)
+        page.wait_for_function(f"() => ({values})().join() === '0,0'", timeout=60_000)
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(artifacts / "lesson_receptive_field_unit.png"), full_page=True)
+
+        page.get_by_role("tab", name="Effective receptive field").click()
+        page.wait_for_selector("text=Heat: mean", timeout=240_000)  # the caption under the computed maps
+        page.wait_for_timeout(2000)
+        page.screenshot(path=str(artifacts / "lesson_receptive_field_erf.png"), full_page=True)
+        assert page.locator("[data-testid='stException']").count() == 0
+    finally:
+        page.close()
