@@ -78,20 +78,19 @@ def _decode(source: bytes | str) -> np.ndarray:
     return load_image(source).array
 
 
-def _extra_images(count: int) -> list[np.ndarray]:
+def _extra_images(count: int, skip: str) -> list[np.ndarray]:
     """Other inputs to average the effective receptive field over: X-rays if present, else scikit-image samples."""
     root = data_dir()
-    paths = list(_xray_choices(str(root)).values()) if root else []
-    if paths:
-        return [_decode(p) for p in paths[:count]]
-    return [sample_image(name) for name in SAMPLES[:count]]
+    if root:
+        return [_decode(p) for name, p in _xray_choices(str(root)).items() if name != skip][:count]
+    return [sample_image(name) for name in SAMPLES if not skip.startswith(name)][:count]
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _erf(net: Network, trained: bool, node: str, unit: tuple[int, int], size: int, image: np.ndarray,
-         n_inputs: int) -> np.ndarray:
+         image_name: str, n_inputs: int) -> np.ndarray:
     prep = _prep(net, size)
-    batch = torch.cat([preprocess(a, prep) for a in [image, *_extra_images(n_inputs - 1)]])
+    batch = torch.cat([preprocess(a, prep) for a in [image, *_extra_images(n_inputs - 1, image_name)]])
     return rf.effective_receptive_field(_probe(net, trained, node), batch, unit)
 
 
@@ -390,9 +389,9 @@ with tabs[2]:
         fraction = c2.slider("Mass the circle holds", 0.5, 0.99, 0.9, 0.01, key="rf_erf_fraction")
         maps: dict[str, np.ndarray] = {}
         with st.spinner("Back-propagating from the unit to the input…"):
-            maps["random weights"] = _erf(net, False, node, unit, size, image, n_inputs)
+            maps["random weights"] = _erf(net, False, node, unit, size, image, image_name, n_inputs)
             try:
-                maps["trained weights"] = _erf(net, True, node, unit, size, image, n_inputs)
+                maps["trained weights"] = _erf(net, True, node, unit, size, image, image_name, n_inputs)
             except ModelUnavailable as err:
                 trained_note = str(err)
             else:

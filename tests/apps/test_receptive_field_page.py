@@ -14,7 +14,11 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
+from core.data import CLASS_NAMES, data_dir, index_folder
+from core.io import load_image
 from core.lessons import receptive_field as rf
+from core.lessons.conv import sample_image
+from core.zoo import get_spec, load_model, preprocess
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "apps" / "pages" / "receptive_field.py"
@@ -184,6 +188,32 @@ def test_erf_of_random_and_trained_weights(page):
     run(at)
     smaller = at.dataframe[0].value.iloc[:, 1]
     assert (smaller < table.iloc[:, 1]).all()
+
+
+def test_erf_map_equals_autograd_through_a_forward_hook():
+    """One input, a conv node: the trained map the page draws equals |d unit / d input| computed here via a hook."""
+    at = run()
+    at.selectbox(key="rf_node_cxr-resnet18").set_value("layer3.0.conv2")
+    run(at)
+    open_tab(at, "Effective receptive field")
+    at.slider(key="rf_erf_inputs").set_value(1)
+    run(at)
+    shown = decode([t for t in chart(at, "rf_erf_chart")["data"] if t.get("customdata") is not None][1]["customdata"])
+
+    root = data_dir()
+    image = load_image(index_folder(root, CLASS_NAMES).paths[0]).array if root else sample_image("camera")
+    model = load_model(rf.BUNDLED, torch.device("cpu")).model
+    x = preprocess(image, get_spec(rf.BUNDLED).preprocessing).requires_grad_(True)
+    captured = {}
+    hook = model.layer3[0].conv2.register_forward_hook(lambda m, a, out: captured.setdefault("out", out))
+    try:
+        model(x)
+    finally:
+        hook.remove()
+    out = captured["out"]
+    (grad,) = torch.autograd.grad(out[0, :, out.shape[2] // 2, out.shape[3] // 2].sum(), x)
+    expected = grad[0].abs().sum(0).double().numpy()
+    np.testing.assert_allclose(shown, expected / expected.sum(), rtol=1e-4, atol=1e-9)
 
 
 def test_erf_says_why_imagenet_weights_are_missing(monkeypatch, tmp_path):
