@@ -329,7 +329,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--methods", default="", help="comma-separated subset of methods")
     p.add_argument("--repeats", type=float, default=1.0, help="scale every case's repeat count")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     s = setup(args.batch_size)
     chosen = [c for c in cases(s.x.shape[-1]) if not args.methods or c.method in args.methods.split(",")]

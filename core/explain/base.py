@@ -234,21 +234,25 @@ def explain(model: LoadedModel | nn.Module, x: torch.Tensor, method: str, target
         raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
     if seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed}.")
+    if not x.is_floating_point():
+        raise ValueError(f"expected a floating-point (preprocessed) batch, got {x.dtype}.")
     net, device, names, default_layer, spec_prep = _unpack(model)
     names = tuple(class_names) if class_names is not None else names
     started = time.perf_counter()
-    x = x.to(device)
-    if info.uses_layer:
-        layer = layer or default_layer or last_spatial_layer(net, x[:1])
-        get_layer(net, layer)  # a clear error for a misspelt layer before any work
-    ctx = Context(net, device, layer or "", seed, batch_size, settings, progress, prep or spec_prep,
-                  _requested(target, len(x), device))
-    if info.own_forward:
-        out = info.fn(ctx, x, None)
-    else:
-        with torch.no_grad():
-            logits = torch.cat([net(x[rows]) for rows in batches(len(x), batch_size)])
-        out = info.fn(ctx, x, ctx.resolve(logits))
+    with torch.inference_mode(False):  # gradient methods must work even when the caller is in inference mode
+        x = x.to(device)
+        x = x.clone() if x.is_inference() else x
+        if info.uses_layer:
+            layer = layer or default_layer or last_spatial_layer(net, x[:1])
+            get_layer(net, layer)  # a clear error for a misspelt layer before any work
+        ctx = Context(net, device, layer or "", seed, batch_size, settings, progress, prep or spec_prep,
+                      _requested(target, len(x), device))
+        if info.own_forward:
+            out = info.fn(ctx, x, None)
+        else:
+            with torch.no_grad():
+                logits = torch.cat([net(x[rows]) for rows in batches(len(x), batch_size)])
+            out = info.fn(ctx, x, ctx.resolve(logits))
     maps, extras = out if isinstance(out, tuple) else (out, [{} for _ in range(len(x))])
     targets, logits = ctx.outcome(len(x))
     probs = torch.softmax(logits, dim=1).gather(1, targets[:, None])[:, 0].tolist()
@@ -267,8 +271,8 @@ def _unpack(model: LoadedModel | nn.Module
             ) -> tuple[nn.Module, torch.device, tuple[str, ...], str | None, Preprocessing | None]:
     if isinstance(model, LoadedModel):
         return model.model, model.device, model.spec.class_names, model.spec.cam_layer, model.spec.preprocessing
-    device = next(model.parameters()).device
-    return model, device, (), None, None
+    first = next(model.parameters(), None)
+    return model, first.device if first is not None else torch.device("cpu"), (), None, None
 
 
 def _requested(target: int | Sequence[int] | None, n: int, device: torch.device) -> torch.Tensor | None:

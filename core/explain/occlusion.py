@@ -37,9 +37,9 @@ def _span_masks(first: torch.Tensor, patch: int, length: int) -> torch.Tensor:
           "covering each pixel (Zeiler and Fergus 2014). Signed: negative where hiding raises the score.",
           signed=True,
           params=[
-              Param("patch", "Patch size (px)", "int", 24, 2, 512, 1, help="Side of the occluding square, in "
+              Param("patch", "Patch size (px)", "int", 20, 2, 512, 1, help="Side of the occluding square, in "
                     "model-input pixels."),
-              Param("stride", "Stride (px)", "int", 12, 1, 512, 1, help="Step between patches; cost grows with "
+              Param("stride", "Stride (px)", "int", 10, 1, 512, 1, help="Step between patches; cost grows with "
                     "(size / stride)^2."),
               Param("baseline", "Fill", "choice", "zero", choices=OCCLUSION_BASELINES,
                     help="; ".join(f"{k}: {BASELINE_HELP[k]}" for k in OCCLUSION_BASELINES) + "."),

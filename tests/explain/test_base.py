@@ -257,3 +257,15 @@ def test_baselines_in_pixel_terms_and_seeded_noise():
     assert not torch.equal(uniform, baseline(other, x, "uniform"))
     with pytest.raises(ValueError, match="baseline must be one of"):
         baseline(ctx, x, "grey")
+
+
+def test_explain_works_inside_inference_mode_and_refuses_integer_images():
+    net, x = TinyGapNet(), image(1, 16)
+    expected = explain(net, x, "grad_cam")[0].heatmap
+    with torch.inference_mode():
+        inner = torch.ones(1) + 0  # an inference tensor, like any created here
+        assert inner.is_inference()
+        np.testing.assert_array_equal(explain(net, x * inner, "grad_cam")[0].heatmap, expected)
+        explain(net, x, "integrated_gradients", steps=2)
+    with pytest.raises(ValueError, match="floating-point"):
+        explain(net, (x * 100).to(torch.uint8), "saliency")
