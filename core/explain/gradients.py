@@ -15,6 +15,7 @@ deep copy per call costs a copy of every weight; tensor hooks live and die with 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any
 
@@ -34,16 +35,24 @@ def _rows_gradient(ctx: Context, inputs: torch.Tensor, targets: torch.Tensor) ->
     return torch.autograd.grad(score, xr)[0]
 
 
-def _sampled_gradients(ctx: Context, x: torch.Tensor, targets: torch.Tensor, n: int, row_input: Any,
+RowInput = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _sampled_gradients(ctx: Context, x: torch.Tensor, targets: torch.Tensor, n: int, row_input: RowInput,
                        row_weight: torch.Tensor) -> torch.Tensor:
-    """sum_j row_weight[j] * grad f(row_input(i, j)) for every image i, over n samples per image, batched."""
+    """sum_j row_weight[j] * grad f(row_input(i, j)) for every image i, over n samples per image, batched.
+
+    ``row_input`` gets the image and sample indices of a batch of rows (CPU tensors, so reading them never waits
+    for the device) and returns the inputs (rows x C x H x W on the device).
+    """
     total = len(x) * n
     acc = torch.zeros_like(x)
     for rows in batches(total, ctx.batch_size):
-        idx = torch.arange(rows.start, rows.stop, device=x.device)
+        idx = torch.arange(rows.start, rows.stop)
         image, sample = idx // n, idx % n
-        grads = _rows_gradient(ctx, row_input(image, sample), targets[image])
-        acc.index_add_(0, image, grads * row_weight[sample].view(-1, 1, 1, 1))
+        on_device = image.to(x.device)
+        grads = _rows_gradient(ctx, row_input(image, sample), targets[on_device])
+        acc.index_add_(0, on_device, grads * row_weight[sample.to(x.device)].view(-1, 1, 1, 1))
         ctx.report(rows.stop / total)
     return acc
 

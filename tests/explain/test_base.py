@@ -117,12 +117,14 @@ def test_normalised_maps_keep_zero_at_the_centre_for_signed_methods():
 
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("method", FAST)
-def test_every_method_on_one_and_three_channels_and_identical_seeds(method, channels):
+def test_every_method_on_one_and_three_channels_batches_and_identical_seeds(method, channels):
     net, x = TinyGapNet(channels, seed=2), image(channels, 16, n=2, seed=2)
     a = explain(net, x, method, seed=3, **FAST[method])
     b = explain(net, x, method, seed=3, **FAST[method])
     for ea, eb in zip(a, b, strict=True):
         np.testing.assert_array_equal(ea.heatmap, eb.heatmap)
+    alone = explain(net, x[1:], method, seed=3, batch_size=1, **FAST[method])[0]  # the batch changes nothing
+    np.testing.assert_allclose(alone.heatmap, a[1].heatmap, rtol=1e-4, atol=1e-6)
     assert leftovers(net) == []
 
 
