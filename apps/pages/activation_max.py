@@ -57,9 +57,19 @@ def _synthesise(name: str, kind: str, index: int, layer: str | None, settings: t
     return result
 
 
-def picture(img: np.ndarray, height: int) -> object:
-    """A synthesised image with crisp pixels (grey or RGB)."""
-    fig = px.imshow(img, zmin=0, zmax=1, color_continuous_scale="gray") if img.ndim == 2 else px.imshow(img)
+def stretched(img: np.ndarray) -> np.ndarray:
+    """Display only: the image's own range mapped to [0, 1]."""
+    lo, hi = float(img.min()), float(img.max())
+    return (img - lo) / (hi - lo) if hi > lo else img
+
+
+def picture(img: np.ndarray, height: int, stretch: bool) -> object:
+    """A synthesised image with crisp pixels; grey images keep their values, ``stretch`` only moves the colour range."""
+    if img.ndim == 2:
+        low, high = (float(img.min()), float(img.max())) if stretch else (0.0, 1.0)
+        fig = px.imshow(img, zmin=low, zmax=high, color_continuous_scale="gray")
+    else:
+        fig = px.imshow(stretched(img) if stretch else img, zmin=0, zmax=1)
     fig.update_coloraxes(showscale=False)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
@@ -74,9 +84,11 @@ names = list(list_specs())
 status = {name: _load(name) for name in names}
 model_name = side.selectbox("Model", names, key="am_model",
                             format_func=lambda n: n if status[n][0] is not None else f"{n} (unavailable)")
-for name, (model_or_none, why) in status.items():
-    if model_or_none is None:
-        side.caption(f"**{name}** is unavailable: {why}")
+unavailable = {name: why for name, (model_or_none, why) in status.items() if model_or_none is None}
+if unavailable:
+    with side.expander(f"{len(unavailable)} unavailable here"):
+        for name, why in unavailable.items():
+            st.caption(f"**{name}** is unavailable: {why}")
 loaded, reason = status[model_name]
 if loaded is None:
     st.error(f"{model_name} cannot be used here. {reason}")
@@ -135,16 +147,19 @@ if kind == "class":
               help="A logit can be negative, so its ratio means nothing; exp(logit) is the class's unnormalised "
                    "probability, and its ratio is exp(final − start). Tenfold = a rise of ln 10 ≈ 2.3.")
     m4.metric("Softmax probability", f"{result.final_probability:.1%}",
-              f"{result.final_probability - result.start_probability:+.1%} from noise")
+              f"{100 * (result.final_probability - result.start_probability):+.1f} points from noise")
 else:
     m3.metric("Gain: final / start", "n/a" if math.isnan(result.gain) else f"{result.gain:.3g}×",
               help="Ratio of mean activations, defined when the noise already activates the channel (start > 0).")
 
 left, right = st.columns([3, 2], gap="large")
 with left:
-    st.plotly_chart(picture(result.image, 480), key="am_final", config={"displayModeBar": False})
-    st.caption(f"After {settings.steps} steps, {spec.preprocessing.size} × {spec.preprocessing.size} pixels as the "
-               "network sees them (before normalisation).")
+    stretch = st.toggle("Stretch contrast for display", value=True, key="am_stretch",
+                        help="Maps the image's own darkest and brightest pixels to black and white. Off: pixel "
+                             "values exactly as the network sees them (0 = black, 1 = white).")
+    st.plotly_chart(picture(result.image, 480, stretch), key="am_final", config={"displayModeBar": False})
+    st.caption(f"After {settings.steps} steps, {spec.preprocessing.size} × {spec.preprocessing.size} pixels "
+               f"(values {result.image.min():.2f} to {result.image.max():.2f}, before normalisation).")
 with right:
     history = pd.DataFrame({"step": np.arange(1, len(result.history) + 1), score_name: result.history})
     fig = px.line(history, x="step", y=score_name)
@@ -163,5 +178,6 @@ with right:
 st.markdown("**Along the way**")
 cols = st.columns(len(result.frames))
 for col, (step, frame) in zip(cols, result.frames, strict=True):
-    col.image(frame, caption="noise (step 0)" if step == 0 else f"step {step}", width="stretch", clamp=True)
+    col.image(stretched(frame) if stretch else frame, caption="noise (step 0)" if step == 0 else f"step {step}",
+              width="stretch", clamp=True)
 page_footer()

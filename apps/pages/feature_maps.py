@@ -120,9 +120,11 @@ status = {name: _load(name) for name in names}
 model_name = side.selectbox(
     "Model", names, key="fm_model",
     format_func=lambda n: n if status[n][0] is not None else f"{n} (unavailable)")
-for name, (loaded_or_none, reason) in status.items():
-    if loaded_or_none is None:
-        side.caption(f"**{name}** is unavailable: {reason}")
+unavailable = {name: why for name, (model_or_none, why) in status.items() if model_or_none is None}
+if unavailable:
+    with side.expander(f"{len(unavailable)} unavailable here"):
+        for name, why in unavailable.items():
+            st.caption(f"**{name}** is unavailable: {why}")
 loaded, reason = status[model_name]
 if loaded is None:
     st.error(f"{model_name} cannot be used here. {reason}")
@@ -171,13 +173,13 @@ shapes = {s.layer: s.shape for s in stats}
 
 # ------------------------------------------------------------------------------------ feature maps
 st.subheader("Feature maps")
-c_layer, c_sort, c_scale = st.columns([2, 2, 2], vertical_alignment="bottom")
+c_layer, c_sort, c_scale = st.columns(3, vertical_alignment="bottom")
 default_layer = layers.index("layer1") if "layer1" in layers else 0
 layer = c_layer.selectbox("Layer", layers, index=default_layer, key=f"fm_layer_{model_name}",
                           format_func=lambda n: f"{n}  ({' × '.join(map(str, shapes[n]))})",
                           help="Modules in the order the image flows through them; shape is channels × height × width.")
-sort = c_sort.radio("Order", ["highest mean first", "lowest mean first", "channel number"], horizontal=True,
-                    key="fm_sort")
+sort = c_sort.selectbox("Order", ["highest mean first", "lowest mean first", "channel number"], key="fm_sort",
+                        help="Mean activation of each channel over the whole map.")
 per_channel = c_scale.toggle("Scale each map on its own", value=True, key="fm_per_channel",
                              help="Off: one colour scale for all maps, so strong channels stand out.")
 
@@ -206,7 +208,7 @@ with e_col:
     channel = int(order[rank])
     values = maps.maps[channel]
     alpha = st.slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05, key="fm_alpha")
-    st.image(overlay(seen, F.upsample(values, seen.shape[:2]), alpha=alpha),
+    st.image(overlay(seen, F.upsample(values, seen.shape[:2]), alpha=alpha, cmap="viridis"),
              caption=f"{layer} channel {channel} over the input (bilinear upsampling from "
                      f"{values.shape[0]} × {values.shape[1]})", width="stretch")
     st.plotly_chart(map_figure(values, f"channel {channel}: raw values"), key="fm_raw",
@@ -263,7 +265,7 @@ table = pd.DataFrame({
     "untrained sparsity": [s.sparsity for s in u_stats],
 })
 fraction = st.column_config.NumberColumn(format="percent")
-st.dataframe(table, hide_index=True, key="fm_stats", column_config={
+st.dataframe(table, hide_index=True, key="fm_stats", height=36 * (len(table) + 1) + 3, column_config={
     "mean": st.column_config.NumberColumn(format="%.3f"), "std": st.column_config.NumberColumn(format="%.3f"),
     "untrained mean": st.column_config.NumberColumn(format="%.3f"), "sparsity after ReLU": fraction,
     "dead channels": fraction, "untrained sparsity": fraction})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -132,7 +133,7 @@ def test_feature_maps_knobs_change_the_outputs(fm):
     grid = z(at, "fm_grid_layer3")
     assert grid.shape != before_grid.shape  # 128 maps of 10 x 10 instead of 32 of 40 x 40
     assert z(at, "fm_raw").shape == (10, 10)
-    at.radio(key="fm_sort").set_value("channel number")
+    at.selectbox(key="fm_sort").set_value("channel number")
     run(at)
     order = values(chart(at, "fm_grid_layer3")["data"][1]["customdata"]).reshape(-1, 3)[:, 1]
     np.testing.assert_array_equal(order, np.arange(128))
@@ -193,6 +194,13 @@ def test_activation_max_defaults_report_honest_scores(am, bundled):
     assert metric(at, "Softmax probability") / 100 == pytest.approx(
         float(torch.softmax(logits, 0)[pneumonia]), abs=1e-3)
     assert len(values(chart(at, "am_history")["data"][0]["y"])) == 96
+    colour = chart(at, "am_final")["layout"]["coloraxis"]
+    assert (colour["cmin"], colour["cmax"]) == pytest.approx((image.min(), image.max()), abs=1e-6)  # stretched
+    at.toggle(key="am_stretch").set_value(False)
+    run(at)
+    assert (chart(at, "am_final")["layout"]["coloraxis"]["cmin"], chart(at, "am_final")["layout"]["coloraxis"]["cmax"]
+            ) == (0, 1)
+    np.testing.assert_array_equal(z(at, "am_final"), image)  # display scaling only: the values stay
     captions = [c for img in at.get("image") for c in img.captions]
     assert captions == ["noise (step 0)", *(f"step {12 * k}" for k in range(1, 9))]
 
@@ -236,24 +244,60 @@ def test_activation_max_channel_target_matches_a_hook(am, bundled):
 
 
 # ------------------------------------------------------------------------------------------- browser
+def open_page(browser, url: str, path: str):
+    """A Chromium tab on one classroom page, once the page has run to its footer."""
+    tab = browser.new_page(viewport={"width": 1400, "height": 1000})
+    tab.goto(url)  # enter through the app's navigation first
+    tab.wait_for_selector("h1", timeout=120_000)
+    tab.goto(f"{url}/{path}")
+    tab.wait_for_selector("text=Mendeley Data", timeout=300_000)  # the footer: the page ran to the end
+    settle(tab)
+    return tab
+
+
+def settle(tab) -> None:
+    """Wait until Streamlit has finished running the script."""
+    tab.wait_for_timeout(500)
+    tab.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=300_000)
+
+
 @pytest.mark.browser
-@pytest.mark.parametrize(("path", "title"), [("feature_maps", "Feature maps and filters"),
-                                             ("activation_max", "Activation maximisation")])
-def test_page_renders_in_chromium(browser, streamlit_url, artifacts, path, title):
-    page_ = browser.new_page(viewport={"width": 1400, "height": 1000})
+@pytest.mark.parametrize(("path", "title", "charts"), [("feature_maps", "Feature maps and filters", 6),
+                                                       ("activation_max", "Activation maximisation", 2)])
+def test_page_renders_in_chromium(browser, streamlit_url, artifacts, path, title, charts):
+    tab = open_page(browser, streamlit_url, path)
     try:
-        page_.goto(streamlit_url)  # enter through the app's navigation first
-        page_.wait_for_selector("h1", timeout=120_000)
-        page_.goto(f"{streamlit_url}/{path}")
-        page_.wait_for_selector("text=Mendeley Data", timeout=300_000)  # the footer: the page ran to the end
-        page_.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')",
-                                timeout=300_000)
-        assert page_.locator("h1").first.inner_text() == title
-        assert page_.locator("[data-testid='stException']").count() == 0
-        assert page_.locator(".js-plotly-plot").count() >= 3
-        height = page_.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
-        page_.set_viewport_size({"width": 1400, "height": min(height + 50, 16_000)})  # Streamlit scrolls inside
-        page_.wait_for_timeout(2000)
-        page_.screenshot(path=str(artifacts / f"inside_{path}.png"), full_page=True)
+        height = tab.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+        tab.set_viewport_size({"width": 1400, "height": min(height + 50, 16_000)})  # Streamlit scrolls inside
+        tab.wait_for_timeout(2000)
+        tab.screenshot(path=str(artifacts / f"inside_{path}.png"), full_page=True)
+        assert tab.locator("h1").first.inner_text() == title
+        assert tab.locator("[data-testid='stException']").count() == 0
+        assert tab.locator("[data-testid='stAlertContentError']").count() == 0
+        assert tab.locator(".js-plotly-plot").count() >= charts
     finally:
-        page_.close()
+        tab.close()
+
+
+@pytest.mark.browser
+def test_clicking_a_tile_of_the_grid_enlarges_that_channel(browser, streamlit_url):
+    from playwright.sync_api import expect
+
+    tab = open_page(browser, streamlit_url, "feature_maps")
+    try:
+        channel = tab.get_by_role("combobox", name="Channel")
+        expect(channel).to_have_value(re.compile(r"^rank 1: channel"))
+        grid = tab.locator(".js-plotly-plot").first
+        grid.scroll_into_view_if_needed()
+        box = grid.bounding_box()
+        # page position of the centre of the 3rd tile (rank 3), from plotly's own axis mapping
+        x, y = grid.evaluate("""gd => {
+            const pt = gd.calcdata[1][2], xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+            return [xa._offset + xa.c2p(pt.x), ya._offset + ya.c2p(pt.y)];
+        }""")
+        tab.mouse.move(box["x"] + x, box["y"] + y)
+        tab.wait_for_timeout(300)
+        tab.mouse.click(box["x"] + x, box["y"] + y)
+        expect(channel).to_have_value(re.compile(r"^rank 3: channel"), timeout=120_000)
+    finally:
+        tab.close()
