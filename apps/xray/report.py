@@ -7,6 +7,7 @@ to serve it (which ``delete_cache`` cleans), and this module deletes its copies 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import tempfile
 import textwrap
 import time
@@ -50,68 +51,64 @@ def _sweep() -> None:
 
 
 def build_figure(session: Session, style: views.Style) -> Figure:
-    """The report page as a matplotlib Figure (A4 portrait)."""
+    """The report page as a matplotlib Figure (A4 portrait): pictures on top, figures and readings below."""
     loaded = get_model(session.model_key)
-    panels = session.panels
     fig = Figure(figsize=(8.27, 11.69))
-    fig.suptitle("Explain my X-ray — CNN Lens report", fontsize=14, fontweight="bold", y=0.985)
-    fig.text(0.5, 0.955, DISCLAIMER, ha="center", fontsize=9, color="#9a3412", fontweight="bold")
-    grid = fig.add_gridspec(4, 4, top=0.93, bottom=0.08, hspace=0.55, wspace=0.25, height_ratios=[1.1, 1.0, 0.55, 0.5])
+    fig.text(0.5, 0.972, "Explain my X-ray — CNN Lens report", ha="center", fontsize=14, fontweight="bold")
+    fig.text(0.5, 0.952, DISCLAIMER, ha="center", fontsize=9, color="#9a3412", fontweight="bold")
 
-    ax = fig.add_subplot(grid[0, 0])
-    ax.imshow(views.display(session.image.array), cmap="gray" if session.image.is_grayscale else None)
-    ax.set_title("Input", fontsize=9)
-    ax.axis("off")
-    ax = fig.add_subplot(grid[0, 1])
-    ax.imshow(views.display(analysis.model_view(session)), cmap="gray" if loaded.spec.preprocessing.channels == 1
-              else None)
-    ax.set_title("What the model saw", fontsize=9)
-    ax.axis("off")
-
-    ax = fig.add_subplot(grid[0, 2:])
-    names = list(session.probabilities)[:8]
+    grey = "gray" if session.image.is_grayscale else None
+    _picture(fig, (0.04, 0.72, 0.26, 0.21), views.display(session.image.array), "Input", grey)
+    _picture(fig, (0.32, 0.72, 0.26, 0.21), views.display(analysis.model_view(session)), "What the model saw",
+             "gray" if loaded.spec.preprocessing.channels == 1 else None)
+    ax = fig.add_axes((0.72, 0.75, 0.24, 0.16))
+    names = sorted(session.probabilities, key=session.probabilities.get)[-8:]
     values = [session.probabilities[n] for n in names]
-    ax.barh(names[::-1], values[::-1], color="#3b82f6")
+    ax.barh(names, values, color="#3b82f6")
     ax.set_xlim(0, 1)
-    ax.set_title(f"Prediction — {session.model_key}", fontsize=9)
-    ax.tick_params(labelsize=8)
-    for i, v in enumerate(values[::-1]):
-        ax.text(min(v + 0.02, 0.85), i, f"{v:.1%}", va="center", fontsize=8)
+    ax.set_title(f"Prediction ({session.model_key})", fontsize=9)
+    ax.tick_params(labelsize=7)
+    for i, v in enumerate(values):
+        ax.text(min(v + 0.02, 0.8), i, f"{v:.1%}", va="center", fontsize=7)
 
-    for i in range(4):
-        ax = fig.add_subplot(grid[1, i])
-        ax.axis("off")
-        if i < len(panels):
-            ax.imshow(views.overlay(session, panels[i].explanation, style))
-            ax.set_title("\n".join(textwrap.wrap(panels[i].title, 24)), fontsize=8)
+    for i, panel in enumerate(session.panels):
+        title = "\n".join(textwrap.wrap(panel.title, 30))
+        _picture(fig, (0.02 + 0.245 * i, 0.50, 0.225, 0.19), views.overlay(session, panel.explanation, style), title)
 
-    text_ax = fig.add_subplot(grid[2:, :])
-    text_ax.axis("off")
-    lines = [f"Source: {session.source} · model: {session.model_key} ({loaded.spec.description})",
-             f"Image: {views.metadata_line(session.image)}", ""]
-    for p in panels:
-        e = p.explanation
-        lines.append(f"{p.title}: class {e.target_name} (p = {e.score:.3f}), {e.seconds:.2f} s")
-        if p.quality:
-            q = p.quality
-            lines.append(f"   deletion AUC {q['deletion_auc']:.3f} (random {q['deletion_auc_random']:.3f}), insertion "
-                         f"AUC {q['insertion_auc']:.3f} (random {q['insertion_auc_random']:.3f}), sanity ρ "
-                         f"{q['sanity_spearman']:.2f}")
-            lines += ["   " + line for reading in q["readings"] for line in textwrap.wrap(reading, 110)]
-    agreement = analysis.agreement(session)
-    if agreement is not None:
-        lines.append("")
-        lines.append(f"Agreement (Spearman ρ / top-{agreement.fraction:.0%} IoU):")
-        for i, j in zip(*np.triu_indices(len(agreement.names), 1), strict=True):
-            lines.append(f"   {agreement.names[i]} vs {agreement.names[j]}: ρ {agreement.spearman[i, j]:.2f}, "
-                         f"IoU {agreement.iou[i, j]:.2f}")
-    if session.neighbours:
-        lines.append("")
-        lines.append("Similar training cases: " + ", ".join(f"{n.label} ({n.distance:.3f})"
-                                                              for n in session.neighbours))
-    text_ax.text(0, 1, "\n".join(lines[:48]), va="top", ha="left", fontsize=7.5, family="DejaVu Sans")
+    fig.text(0.04, 0.475, "\n".join(_lines(session, loaded.spec.description)), va="top", ha="left", fontsize=6.8,
+             linespacing=1.35)
     fig.text(0.5, 0.035, DISCLAIMER, ha="center", fontsize=9, color="#9a3412", fontweight="bold")
-    fig.text(0.5, 0.018, views.ATTRIBUTION_PLAIN, ha="center", fontsize=6.5, color="#444444", wrap=True)
-    fig.text(0.99, 0.005, dt.datetime.now().strftime("Generated %Y-%m-%d %H:%M"), ha="right", fontsize=6,
+    fig.text(0.5, 0.02, views.ATTRIBUTION_PLAIN, ha="center", fontsize=6.5, color="#444444")
+    fig.text(0.97, 0.006, dt.datetime.now().strftime("Generated %Y-%m-%d %H:%M"), ha="right", fontsize=6,
              color="#666666")
     return fig
+
+
+def _picture(fig: Figure, rect: tuple[float, float, float, float], image: np.ndarray, title: str,
+             cmap: str | None = None) -> None:
+    ax = fig.add_axes(rect)
+    ax.imshow(image, cmap=cmap)
+    ax.set_title(title, fontsize=8)
+    ax.axis("off")
+
+
+def _lines(session: Session, description: str) -> list[str]:
+    """The report's text: source, model, and for each map its target, time and plain-language readings."""
+    wrap = functools.partial(textwrap.wrap, width=150, subsequent_indent="    ")
+    lines = [*wrap(f"Source: {session.source}. Model: {session.model_key} — {description}"),
+             f"Image: {views.metadata_line(session.image)}", ""]
+    for p in session.panels:
+        e = p.explanation
+        lines.append(f"{p.title}: class {e.target_name} (p = {e.score:.3f}), computed in {e.seconds:.2f} s")
+        for reading in (p.quality or {}).get("readings", ["trust checks not run"]):
+            lines += wrap("  • " + reading)
+    agreement = analysis.agreement(session)
+    if agreement is not None:
+        lines += ["", f"Agreement between the maps (Spearman ρ; overlap of the top {agreement.fraction:.0%} pixels):"]
+        for i, j in zip(*np.triu_indices(len(agreement.names), 1), strict=True):
+            lines.append(f"  • {agreement.names[i]} vs {agreement.names[j]}: ρ {agreement.spearman[i, j]:.2f}, "
+                         f"overlap {agreement.iou[i, j]:.2f}")
+    if session.neighbours:
+        lines += ["", *wrap("Similar training cases (label, distance): " + ", ".join(
+            f"{n.label} ({n.distance:.3f})" for n in session.neighbours))]
+    return lines

@@ -40,7 +40,6 @@ STYLE_INPUTS = 3  # unsigned colour map, signed colour map, opacity
 CSS = """
 #status .prose { font-size: 0.95rem; }
 .disclaimer { color: #9a3412; font-weight: 600; }
-.board-image img { image-rendering: auto; }
 """
 
 
@@ -135,11 +134,12 @@ class XrayUI:
         gr.Markdown(views.unavailable_models(self.zoo.unavailable), elem_id="unavailable-models")
         with gr.Accordion("Use your own checkpoint", open=False):
             self.ckpt_arch = gr.Dropdown(list(ARCHITECTURES), value="resnet18", label="torchvision architecture")
-            self.ckpt_file = gr.File(label="Weights (.pt, .pth or .safetensors)", type="filepath", height=90)
+            self.ckpt_file = gr.File(label="Weights (.pt, .pth or .safetensors)", type="filepath", height=90,
+                                     elem_id="ckpt-file")
             self.ckpt_classes = gr.Textbox(label="Class names, comma-separated", value="NORMAL, PNEUMONIA")
             self.ckpt_size = gr.Number(224, label="Input size (pixels)", precision=0)
-            self.ckpt_button = gr.Button("Load checkpoint")
-            self.ckpt_note = gr.Markdown()
+            self.ckpt_button = gr.Button("Load checkpoint", elem_id="ckpt-load")
+            self.ckpt_note = gr.Markdown(elem_id="ckpt-note")
 
     def _explain_section(self) -> None:
         method = analysis.default_method()
@@ -183,7 +183,7 @@ class XrayUI:
 
     def _slot(self, i: int) -> Slot:
         with gr.Column(visible=False, min_width=200, elem_id=f"slot-{i}") as column:
-            image = gr.Image(interactive=False, height=240, elem_id=f"map-{i}", elem_classes=["board-image"],
+            image = gr.Image(interactive=False, height=240, elem_id=f"map-{i}",
                              buttons=["download"])
             text = gr.Markdown(elem_id=f"trust-{i}")
         return Slot(column, image, text)
@@ -212,6 +212,9 @@ class XrayUI:
             self.paste.upload(self.on_file, [self.paste, self.model, *style], analysed, **fast),
             self.example_gallery.select(self.on_example, [self.model, *style], analysed, **fast),
             self.model.input(self.on_model, [self.state, self.model, *style], analysed, **fast),
+            self.ckpt_button.click(self.on_checkpoint, [self.ckpt_file, self.ckpt_arch, self.ckpt_classes,
+                                                        self.ckpt_size, self.state, *style],
+                                   [*analysed, self.model, self.ckpt_note, self.ckpt_file], **heavy),
         ]
         follow_ups = []
         for start in starts:
@@ -234,9 +237,6 @@ class XrayUI:
         self.clear_button.click(self.on_clear, [self.state, *style], [self.state, *board], **fast)
         self.report_button.click(self.on_report, [self.state, self.report_format, *style],
                                  [self.report_file, self.work], **{**heavy, "show_progress_on": [self.report_file]})
-        self.ckpt_button.click(self.on_checkpoint, [self.ckpt_file, self.ckpt_arch, self.ckpt_classes,
-                                                    self.ckpt_size, self.state, *style],
-                               [*analysed, self.model, self.ckpt_note, self.ckpt_file], **heavy)
 
     def _board_components(self) -> list[gr.components.Component]:
         return [c for s in self.slots for c in (s.column, s.image, s.text)] + [self.agreement]
@@ -305,7 +305,7 @@ class XrayUI:
             **self._cleared(),
             self.state: session,
             self.input_view: views.display(image.array),
-            self.seen_view: gr.Image(views.display(analysis.model_view(session)),
+            self.seen_view: gr.Image(views.display(analysis.model_view(session), views.SEEN_SIDE),
                                      label=views.model_view_label(loaded.spec)),
             self.meta: views.metadata(image),
             self.label: session.probabilities,

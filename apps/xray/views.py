@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from apps.xray.session import Panel, Session
 from apps.xray.session import Stability as StabilityResult
@@ -22,6 +22,8 @@ from core.io import LoadedImage
 from core.zoo import DISCLAIMER, ModelSpec
 
 DISPLAY_SIDE = 320  # overlays are drawn on the X-ray at this size: sharp on screen, cheap to encode
+SEEN_SIDE = 224  # the model's input is shown at this size, whatever its resolution (its label gives the real one)
+SHORT_DISCLAIMER = "For education and research only. Not for diagnosis."
 ATTRIBUTION = ("Chest X-rays: Kermany, Zhang, Goldbaum (2018), *Labeled Optical Coherence Tomography (OCT) and Chest "
                "X-Ray Images for Classification*, Mendeley Data v2, "
                "[doi:10.17632/rscbjbr9sj.2](https://doi.org/10.17632/rscbjbr9sj.2), CC BY 4.0.")
@@ -60,11 +62,19 @@ def _base(session: Session) -> np.ndarray:
 
 
 def overlay_map(session: Session, heatmap: np.ndarray, signed: bool, style: Style, label: str = "") -> np.ndarray:
-    """A heatmap over the uploaded X-ray (aspect restored), with its colour bar."""
+    """A heatmap over the uploaded X-ray (aspect restored), with its colour bar and the disclaimer."""
     cmap = style.cmap(signed)
     vmin, vmax = render.value_range(heatmap, signed)
     picture = render.overlay(_base(session), heatmap, signed=signed, alpha=float(style.opacity), cmap=cmap)
-    return render.with_colour_bar(picture, vmin, vmax, signed=signed, cmap=cmap, label=label)
+    return with_disclaimer(render.with_colour_bar(picture, vmin, vmax, signed=signed, cmap=cmap, label=label))
+
+
+def with_disclaimer(picture: np.ndarray) -> np.ndarray:
+    """The picture with a strip below it saying education and research only, so a saved map carries it too."""
+    strip = Image.new("RGB", (picture.shape[1], 16), "white")
+    draw = ImageDraw.Draw(strip)
+    draw.text((4, 2), SHORT_DISCLAIMER, fill=(154, 52, 18), font=ImageFont.load_default(size=10))
+    return np.concatenate([picture, np.asarray(strip)], axis=0)
 
 
 def overlay(session: Session, explanation: Explanation, style: Style) -> np.ndarray:
@@ -79,7 +89,7 @@ def spread(std: np.ndarray, style: Style) -> np.ndarray:
     grown = np.asarray(Image.fromarray(std.astype(np.float32)).resize((side, side), Image.Resampling.BILINEAR))
     vmin, vmax = render.value_range(std, False)
     picture = render.colourise(grown, False, (vmin, vmax), style.unsigned)
-    return render.with_colour_bar(picture, vmin, vmax, cmap=style.unsigned, label="std over seeds")
+    return with_disclaimer(render.with_colour_bar(picture, vmin, vmax, cmap=style.unsigned, label="std over seeds"))
 
 
 # ---------------------------------------------------------------- words

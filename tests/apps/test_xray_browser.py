@@ -5,9 +5,14 @@ Screenshots go to test-artifacts/xray_*.png.
 
 from __future__ import annotations
 
+import base64
+import io
 import re
 
 import pytest
+import torch
+from PIL import Image
+from torchvision import models as tvm
 
 pytestmark = [pytest.mark.browser, pytest.mark.data]
 WAIT_MS = 120_000  # generous: CI shares two cores between the server, the browser and pytest
@@ -17,13 +22,26 @@ def _upload(page, path) -> None:
     page.locator("#upload input[type=file]").set_input_files(str(path))
 
 
+def _paste(page, path) -> None:
+    """Put an image on the browser's clipboard and press the paste button, as a visitor would."""
+    png = io.BytesIO()
+    Image.open(path).convert("RGB").save(png, "PNG")
+    page.evaluate("""async (b64) => {
+        const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+        await navigator.clipboard.write([new ClipboardItem({"image/png": new Blob([bytes], {type: "image/png"})})]);
+    }""", base64.b64encode(png.getvalue()).decode())
+    page.locator("#paste").get_by_text("Paste from Clipboard").click()
+
+
 def _no_failed_events(page) -> None:
     """Gradio marks an output whose event raised with an "Error" badge; none may appear."""
     assert page.get_by_text("Error", exact=True).count() == 0
 
 
 def test_upload_explain_compare_and_broken_file(browser, xray_server, artifacts, tmp_path):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    context = browser.new_context(viewport={"width": 1400, "height": 1000},
+                                  permissions=["clipboard-read", "clipboard-write"])
+    page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     try:
@@ -48,6 +66,11 @@ def test_upload_explain_compare_and_broken_file(browser, xray_server, artifacts,
         assert "PNEUMONIA · distance 0.000" in page.locator("#similar").inner_text()
         page.screenshot(path=str(artifacts / "xray_upload.png"), full_page=True)
         _no_failed_events(page)
+
+        _paste(page, xray_server.images("NORMAL")[3])
+        page.wait_for_function("document.querySelector('#status').innerText.includes('clipboard.png')",
+                               timeout=WAIT_MS)
+        page.wait_for_selector("#trust-0 table", timeout=WAIT_MS)
 
         page.locator("#method input").click()
         page.get_by_role("option", name="Occlusion").click()
@@ -76,5 +99,38 @@ def test_upload_explain_compare_and_broken_file(browser, xray_server, artifacts,
         page.wait_for_selector("#map-0 img", timeout=WAIT_MS)
         assert xray_server.images("NORMAL")[4].name in page.locator("#status").inner_text()
         assert not errors, errors
+    finally:
+        context.close()
+
+
+def test_own_checkpoint_and_report(browser, xray_server, artifacts, tmp_path):
+    torch.manual_seed(0)
+    weights = tmp_path / "my-resnet.pt"
+    torch.save(tvm.resnet18(weights=None, num_classes=3).state_dict(), weights)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(xray_server.url)
+        page.wait_for_selector("#upload input[type=file]", state="attached", timeout=WAIT_MS)
+        _upload(page, xray_server.images("NORMAL")[5])
+        page.wait_for_selector("#trust-0 table", timeout=WAIT_MS)
+
+        page.get_by_text("Use your own checkpoint").click()
+        page.locator("#ckpt-file input[type=file]").set_input_files(str(weights))
+        page.get_by_label("Class names, comma-separated").fill("NORMAL, VIRAL, BACTERIAL")
+        page.get_by_label("Input size (pixels)").fill("64")
+        page.wait_for_timeout(1000)  # let the weights upload finish
+        page.locator("#ckpt-load").click()
+        page.wait_for_function("document.querySelector('#ckpt-note').innerText.includes('layer4.1.relu')",
+                               timeout=WAIT_MS)
+        page.wait_for_selector("#trust-0 table", timeout=WAIT_MS)  # the image re-analysed with the new model
+        assert "BACTERIAL" in page.locator("#prediction").inner_text()
+        assert "user:resnet18-" in page.locator("#status").inner_text()
+
+        page.locator("#build-report").click()
+        link = page.locator("#report a[href*='xray-report-']")
+        link.wait_for(timeout=WAIT_MS)
+        assert link.get_attribute("href").endswith(".pdf")
+        page.screenshot(path=str(artifacts / "xray_checkpoint_report.png"), full_page=True)
+        _no_failed_events(page)
     finally:
         page.close()

@@ -239,7 +239,7 @@ def test_summary_is_plain_json(session):
 def test_overlay_keeps_the_uploads_aspect_and_adds_a_colour_bar(session):
     panel = analysis.run_method(session, "grad_cam", {})
     picture = views.overlay(session, panel.explanation, views.Style())
-    assert picture.dtype == np.uint8 and picture.shape[0] == 267  # 192 x 160 drawn with its long side at 320
+    assert picture.dtype == np.uint8 and picture.shape[0] == 267 + 16  # 192 x 160 at 320 wide, disclaimer strip
     assert picture.shape[1] > 320  # image plus colour bar
     signed = analysis.run_method(session, "occlusion", {"patch": 40, "stride": 40})
     with pytest.raises(ValueError, match="not offered for signed"):
