@@ -89,6 +89,9 @@ def _extra_images(count: int, skip: str) -> list[np.ndarray]:
 @st.cache_data(show_spinner=False, max_entries=32)
 def _erf(net: Network, trained: bool, node: str, unit: tuple[int, int], size: int, image: np.ndarray,
          image_name: str, n_inputs: int) -> np.ndarray:
+    if not isinstance(net, str):  # a stack's rows are numbered; its torch module names layers by position
+        rows = [r.name for r in rf.analyse_stack(net, size).rows]
+        node = rf.stack_node_names(_model(net, False))[rows.index(node)]
     prep = _prep(net, size)
     batch = torch.cat([preprocess(a, prep) for a in [image, *_extra_images(n_inputs - 1, image_name)]])
     return rf.effective_receptive_field(_probe(net, trained, node), batch, unit)
@@ -115,9 +118,14 @@ def _field_shapes(fig: go.Figure, u: rf.UnitField, **where: int) -> None:
                   line={"color": FIELD, "width": 2}, fillcolor="rgba(214,39,40,0.15)", **where)
 
 
-def _frame(fig: go.Figure, u: rf.UnitField, size: int, height: int) -> None:
-    lo = min(0, u.rows[0], u.cols[0]) - 2
-    hi = max(size - 1, u.rows[1], u.cols[1]) + 2
+def _image_margin(size: int) -> int:
+    return round(0.15 * size)
+
+
+def _frame(fig: go.Figure, u: rf.UnitField, size: int, height: int, whole_field: bool = True) -> None:
+    """Square axes around the image and, if ``whole_field``, the unit's whole field (padding part included)."""
+    lo = min(0, u.rows[0], u.cols[0]) - 2 if whole_field else -_image_margin(size)
+    hi = max(size - 1, u.rows[1], u.cols[1]) + 2 if whole_field else size - 1 + _image_margin(size)
     fig.update_xaxes(range=[lo, hi], showgrid=False, zeroline=False, constrain="domain")
     fig.update_yaxes(range=[hi, lo], showgrid=False, zeroline=False, scaleanchor="x")
     fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10}, plot_bgcolor="#e8e8e8",
@@ -171,16 +179,20 @@ def erf_figure(display: np.ndarray, maps: dict[str, np.ndarray], u: rf.UnitField
                size: int) -> go.Figure:
     """ERF heat (linear, scaled to its peak) on the image with the theoretical field and the mass circle."""
     fig = make_subplots(1, len(maps), subplot_titles=list(maps), horizontal_spacing=0.08)
+    margin = _image_margin(size)
     for col, (label, erf) in enumerate(maps.items(), start=1):
         fig.add_trace(_image_trace(display), 1, col)
         fig.add_trace(go.Heatmap(z=erf / erf.max(), colorscale=ERF_SCALE, showscale=False, zmin=0, zmax=1,
                                  customdata=erf, hovertemplate="row %{y}, col %{x}: %{customdata:.2e}<extra></extra>"),
                       1, col)
         _field_shapes(fig, u, row=1, col=col)
-        r = radii[label]
-        fig.add_shape(type="circle", x0=u.centre[1] - r, x1=u.centre[1] + r, y0=u.centre[0] - r,
-                      y1=u.centre[0] + r, line={"color": "#1f6feb", "width": 2}, row=1, col=col)
-    _frame(fig, u, size, 460)
+        angle = np.linspace(0, 2 * np.pi, 361)
+        cx, cy = u.centre[1] + radii[label] * np.cos(angle), u.centre[0] + radii[label] * np.sin(angle)
+        outside = (np.minimum(cx, cy) < -margin) | (np.maximum(cx, cy) > size - 1 + margin)
+        cx[outside] = cy[outside] = np.nan  # plotly does not clip shapes or lines to square-constrained axes
+        fig.add_trace(go.Scatter(x=cx, y=cy, mode="lines", hoverinfo="skip", line={"color": "#1f6feb", "width": 2}),
+                      1, col)
+    _frame(fig, u, size, 460, whole_field=False)  # the heat lives on the image; the 1-D profile shows the field
     for axis in range(2, len(maps) + 1):
         fig.update_yaxes(scaleanchor=f"x{axis}", selector={"anchor": f"x{axis}"})
     return fig

@@ -52,6 +52,11 @@ def decode(value: object) -> np.ndarray:
     return flat.reshape([int(n) for n in str(shape).split(",")]) if shape else flat
 
 
+def erf_maps(at: AppTest) -> list[np.ndarray]:
+    """The effective receptive fields the ERF chart draws (the heatmaps carrying the raw map as customdata)."""
+    return [decode(t["customdata"]) for t in chart(at, "rf_erf_chart")["data"] if t.get("customdata") is not None]
+
+
 def open_tab(at: AppTest, label: str) -> AppTest:
     at.session_state["rf_tab"] = label
     return run(at)
@@ -144,6 +149,18 @@ def test_stack_presets_and_edits(monkeypatch):
     assert max(xs) - min(xs) == 15 + 6 * 8 - 1  # the input row spans the field
 
 
+def test_stack_erf_stays_in_the_field_and_has_no_trained_twin():
+    at = open_tab(stack_page(), "Effective receptive field")
+    table = at.dataframe[-1].value  # the ERF table (the stack editor is a data frame too)
+    assert table["weights"].tolist() == ["random weights"]
+    assert table["mass inside the field"].tolist() == ["100.0000%"]
+    assert any("no trained weights" in i.value for i in at.info)
+    (erf,) = erf_maps(at)
+    rows, cols = np.nonzero(erf)
+    # small CNN, 96 px, centre unit (12, 12) of the last pool: field 16 px from 12 * 4 - 6 = 42 to 57
+    assert rows.min() >= 42 and rows.max() <= 57 and cols.min() >= 42 and cols.max() <= 57
+
+
 def test_bad_stacks_show_errors_and_the_app_keeps_serving():
     at = stack_page()
     at.session_state["rf_stack_small CNN: (conv 3×3 ×2, max-pool 2×2) ×2"] = {
@@ -174,19 +191,18 @@ def test_dilation_demo_counts_paths():
 
 def test_erf_of_random_and_trained_weights(page):
     at = open_tab(page, "Effective receptive field")
-    table = at.dataframe[0].value
+    table = at.dataframe[-1].value
     assert table["weights"].tolist() == ["random weights", "trained weights"]
     assert (table["mass inside the field"] == "100.0000%").all()
-    heat = [t for t in chart(at, "rf_erf_chart")["data"] if t.get("customdata") is not None]
+    heat = erf_maps(at)
     assert len(heat) == 2
     box = rf.unit_field(rf.analyse_module(rf.build_architecture(rf.BUNDLED), 160), "layer4.1.add", (2, 2))
-    for trace, radius in zip(heat, table.iloc[:, 1], strict=True):
-        erf = decode(trace["customdata"])
+    for erf, radius in zip(heat, table.iloc[:, 1], strict=True):
         assert erf.shape == (160, 160) and erf.sum() == pytest.approx(1.0)
         assert radius == round(rf.mass_radius(erf, box.centre, 0.9), 1)
     at.slider(key="rf_erf_fraction").set_value(0.5)
     run(at)
-    smaller = at.dataframe[0].value.iloc[:, 1]
+    smaller = at.dataframe[-1].value.iloc[:, 1]
     assert (smaller < table.iloc[:, 1]).all()
 
 
@@ -198,7 +214,7 @@ def test_erf_map_equals_autograd_through_a_forward_hook():
     open_tab(at, "Effective receptive field")
     at.slider(key="rf_erf_inputs").set_value(1)
     run(at)
-    shown = decode([t for t in chart(at, "rf_erf_chart")["data"] if t.get("customdata") is not None][1]["customdata"])
+    shown = erf_maps(at)[1]  # trained weights
 
     root = data_dir()
     image = load_image(index_folder(root, CLASS_NAMES).paths[0]).array if root else sample_image("camera")
@@ -224,7 +240,7 @@ def test_erf_says_why_imagenet_weights_are_missing(monkeypatch, tmp_path):
     at.select_slider(key="rf_size_alexnet").set_value(96)
     open_tab(at, "Effective receptive field")
     assert any("never downloads" in i.value for i in at.info)
-    assert at.dataframe[0].value["weights"].tolist() == ["random weights"]
+    assert at.dataframe[-1].value["weights"].tolist() == ["random weights"]
 
 
 # ------------------------------------------------------------------------------------------ browser
