@@ -1,8 +1,8 @@
 """Feature maps, learned filters and per-layer statistics: what each layer of a CNN computes on one image.
 
-Activations are read with forward hooks that are removed before returning,
-so the model is left exactly as it was. Display scalings are returned with their offsets and scales, so the
-numbers behind every picture can be recovered.
+Activations are read with forward hooks that are removed before returning, so the model is left exactly as it
+was. Display scalings are returned with their offsets and scales, so the numbers behind every picture can be
+recovered.
 """
 
 from __future__ import annotations

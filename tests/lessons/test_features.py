@@ -132,6 +132,16 @@ def test_mosaic_shared_scale_keeps_relative_strength():
     assert np.nanmax(per.image) == 0.0  # constant maps carry no pattern: shown as 0
 
 
+def test_tile_places_colour_images_row_major_with_nan_gaps():
+    images = np.random.default_rng(0).random((5, 3, 4, 3))
+    mo = f.tile(images, pad=1)
+    assert mo.grid == (2, 3) and mo.image.shape == (2 * 4 + 1, 3 * 5 + 1, 3)
+    np.testing.assert_array_equal(mo.image[1:4, 1:5], images[0])
+    np.testing.assert_array_equal(mo.image[5:8, 6:10], images[4])  # row 1, column 1
+    assert np.isnan(mo.image[5:8, 11:15]).all()  # the sixth slot is empty
+    assert mo.centre(4) == (6.0, 7.5)
+
+
 def test_upsample_matches_bilinear_interpolation():
     m = np.arange(16, dtype=np.float32).reshape(4, 4)
     up = f.upsample(m, (16, 16))
