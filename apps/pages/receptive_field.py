@@ -108,24 +108,21 @@ def _image_trace(display: np.ndarray) -> go.Heatmap:
     return go.Heatmap(z=gray, colorscale="gray", showscale=False, hoverinfo="skip", zmin=0, zmax=1)
 
 
-def _field_shapes(fig: go.Figure, u: rf.UnitField, **where: int) -> None:
-    """Full field dashed (it may reach into the padding), in-image part shaded."""
+def _field_shapes(fig: go.Figure, u: rf.UnitField, shade: bool = True, **where: int) -> None:
+    """Full field dashed (it may reach into the padding), in-image part outlined and, if ``shade``, tinted."""
     (r0, r1), (c0, c1) = u.rows, u.cols
     fig.add_shape(type="rect", x0=c0 - 0.5, x1=c1 + 0.5, y0=r0 - 0.5, y1=r1 + 0.5,
                   line={"color": FIELD, "width": 2, "dash": "dash"}, **where)
     (r0, r1), (c0, c1) = u.clipped_rows, u.clipped_cols
-    fig.add_shape(type="rect", x0=c0 - 0.5, x1=c1 + 0.5, y0=r0 - 0.5, y1=r1 + 0.5,
-                  line={"color": FIELD, "width": 2}, fillcolor="rgba(214,39,40,0.15)", **where)
-
-
-def _image_margin(size: int) -> int:
-    return round(0.15 * size)
+    fig.add_shape(type="rect", x0=c0 - 0.5, x1=c1 + 0.5, y0=r0 - 0.5, y1=r1 + 0.5, line={"color": FIELD, "width": 2},
+                  fillcolor="rgba(214,39,40,0.15)" if shade else None, **where)
 
 
 def _frame(fig: go.Figure, u: rf.UnitField, size: int, height: int, whole_field: bool = True) -> None:
     """Square axes around the image and, if ``whole_field``, the unit's whole field (padding part included)."""
-    lo = min(0, u.rows[0], u.cols[0]) - 2 if whole_field else -_image_margin(size)
-    hi = max(size - 1, u.rows[1], u.cols[1]) + 2 if whole_field else size - 1 + _image_margin(size)
+    margin = 2 if whole_field else round(0.15 * size)
+    lo = min(0, u.rows[0], u.cols[0]) - margin if whole_field else -margin
+    hi = max(size - 1, u.rows[1], u.cols[1]) + margin if whole_field else size - 1 + margin
     fig.update_xaxes(range=[lo, hi], showgrid=False, zeroline=False, constrain="domain")
     fig.update_yaxes(range=[hi, lo], showgrid=False, zeroline=False, scaleanchor="x")
     fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10}, plot_bgcolor="#e8e8e8",
@@ -179,19 +176,16 @@ def erf_figure(display: np.ndarray, maps: dict[str, np.ndarray], u: rf.UnitField
                size: int) -> go.Figure:
     """ERF heat (linear, scaled to its peak) on the image with the theoretical field and the mass circle."""
     fig = make_subplots(1, len(maps), subplot_titles=list(maps), horizontal_spacing=0.08)
-    margin = _image_margin(size)
     for col, (label, erf) in enumerate(maps.items(), start=1):
         fig.add_trace(_image_trace(display), 1, col)
         fig.add_trace(go.Heatmap(z=erf / erf.max(), colorscale=ERF_SCALE, showscale=False, zmin=0, zmax=1,
                                  customdata=erf, hovertemplate="row %{y}, col %{x}: %{customdata:.2e}<extra></extra>"),
                       1, col)
-        _field_shapes(fig, u, row=1, col=col)
-        angle = np.linspace(0, 2 * np.pi, 361)
-        cx, cy = u.centre[1] + radii[label] * np.cos(angle), u.centre[0] + radii[label] * np.sin(angle)
-        outside = (np.minimum(cx, cy) < -margin) | (np.maximum(cx, cy) > size - 1 + margin)
-        cx[outside] = cy[outside] = np.nan  # plotly does not clip shapes or lines to square-constrained axes
-        fig.add_trace(go.Scatter(x=cx, y=cy, mode="lines", hoverinfo="skip", line={"color": "#1f6feb", "width": 2}),
-                      1, col)
+        _field_shapes(fig, u, shade=False, row=1, col=col)
+        angle = np.linspace(0, 2 * np.pi, 361)  # a line trace, not a shape: plotly clips traces to the axes
+        fig.add_trace(go.Scatter(x=u.centre[1] + radii[label] * np.cos(angle),
+                                 y=u.centre[0] + radii[label] * np.sin(angle), mode="lines", hoverinfo="skip",
+                                 line={"color": "#1f6feb", "width": 2}), 1, col)
     _frame(fig, u, size, 460, whole_field=False)  # the heat lives on the image; the 1-D profile shows the field
     for axis in range(2, len(maps) + 1):
         fig.update_yaxes(scaleanchor=f"x{axis}", selector={"anchor": f"x{axis}"})
