@@ -202,7 +202,7 @@ metric = c2.selectbox("Distance", E.METRICS, index=1, key="emb_metric",
 has_correct = classes_match(subset.class_names, loaded.spec.class_names)
 colour_by = c3.selectbox("Colour by", [c for c in COLOUR_BY if has_correct or c != "correct / incorrect"],
                          key="emb_colour")
-with c4.popover("Map settings", use_container_width=True):
+with c4.popover("Map settings", width="stretch"):
     perplexity = st.slider("t-SNE perplexity", 5, 100, 30, key="emb_perp",
                            help="Roughly the number of neighbours each point keeps close.")
     n_neighbors = st.slider("UMAP neighbours", 2, 100, 15, key="emb_nn",
@@ -341,11 +341,12 @@ with compare_tab:
 
 with export_tab:
     stem = f"embedding-{model_name}-{layer}-{method}".replace(" ", "_")
-    st.download_button("Download CSV (coordinates, labels, predictions, file names)", csv_bytes(table),
-                       file_name=f"{stem}.csv", mime="text/csv", key="emb_csv")
-    if st.toggle("Prepare a PNG of the map", key="emb_png"):
-        st.download_button("Download PNG", scatter_png(table, colour_by, title=f"{model_name} · {layer}", axis=axis),
-                           file_name=f"{stem}.png", mime="image/png", key="emb_png_dl")
-    st.caption(f"Cache: {E.cache_dir()} (embeddings, maps and scores are reused across sessions).")
+    st.download_button("Download CSV (coordinates, labels, predictions, file names)", lambda: csv_bytes(table),
+                       file_name=f"{stem}.csv", mime="text/csv", on_click="ignore", key="emb_csv")
+    st.download_button("Download PNG of the map",
+                       lambda: scatter_png(table, colour_by, title=f"{model_name} · {layer}", axis=axis),
+                       file_name=f"{stem}.png", mime="image/png", on_click="ignore", key="emb_png")
+    st.caption(f"Files are made when you click. Cache: {E.cache_dir()} (embeddings, maps and scores are reused "
+               "across sessions).")
 
 page_footer()

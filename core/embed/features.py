@@ -1,6 +1,6 @@
 """Embeddings: what one layer of a network outputs for every image, globally average-pooled, with predictions.
 
-Images are decoded and preprocessed exactly as the apps do (``core.zoo.preprocess``) by a DataLoader, run
+Images are decoded and preprocessed exactly as the apps do (``core.zoo.preprocess``, batched) by a DataLoader, run
 through the model in small batches (on this 2-core CPU, batches of ~16 are faster than 64), and the chosen
 layer's output is captured by a forward hook. The result is cached on disk under a key made of the weights,
 the layer, the preprocessing and the data's fingerprint, so a rerun with the same inputs is a file read.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from tqdm import tqdm
 from core.embed.cache import ArrayCache, default_cache, digest, weights_digest
 from core.embed.sources import ImageSet
 from core.io import ImageError
-from core.zoo import LoadedModel, Preprocessing, get_layer, preprocess
+from core.zoo import LoadedModel, Preprocessing, get_layer, preprocess, resize, to_channels
 
 BATCH_SIZE = 16
 ProgressFn = Callable[[float], None]
@@ -52,26 +53,38 @@ def pooled(output: torch.Tensor) -> torch.Tensor:
     return output.flatten(2).mean(dim=2) if output.ndim > 2 else output
 
 
-class _Preprocessed(Dataset):
-    """Image i of an ImageSet as the model's input tensor, or the reason it could not be read."""
+class _Decoded(Dataset):
+    """Image i of an ImageSet as a C x H x W tensor with the model's channel count, or why it is unreadable."""
 
-    def __init__(self, images: ImageSet, prep: Preprocessing) -> None:
-        self.images, self.prep = images, prep
+    def __init__(self, images: ImageSet, channels: int) -> None:
+        self.images, self.channels = images, channels
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor | None, int, str]:
         try:
-            return preprocess(self.images.image(i), self.prep)[0], i, ""
+            return torch.from_numpy(np.ascontiguousarray(to_channels(self.images.image(i), self.channels))), i, ""
         except ImageError as err:
             return None, i, f"{self.images.items[i]}: {err}"
 
 
-def _collate(batch: list[tuple[torch.Tensor | None, int, str]]) -> tuple[torch.Tensor | None, list[int], list[str]]:
+def _collate(batch: list[tuple[torch.Tensor | None, int, str]], prep: Preprocessing
+             ) -> tuple[torch.Tensor | None, list[int], list[str]]:
+    """Resize and normalise a batch exactly as ``core.zoo.preprocess`` does one image, but in one call when the
+    images share a size (4x cheaper per image than one call each on this CPU)."""
     good = [(x, i) for x, i, _ in batch if x is not None]
-    x = torch.stack([x for x, _ in good]) if good else None
-    return x, [i for _, i in good], [err for x, _, err in batch if x is None]
+    errors = [err for x, _, err in batch if x is None]
+    if not good:
+        return None, [], errors
+    tensors = [x for x, _ in good]
+    if all(t.shape == tensors[0].shape for t in tensors):
+        x = resize(torch.stack(tensors), prep.size)
+    else:
+        x = torch.cat([resize(t[None], prep.size) for t in tensors])
+    mean = torch.tensor(prep.mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(prep.std, dtype=torch.float32).view(1, -1, 1, 1)
+    return (x - mean) / std, [i for _, i in good], errors
 
 
 @torch.inference_mode()
@@ -117,8 +130,9 @@ def embed(loaded: LoadedModel, images: ImageSet, layer: str | None = None, *, ba
 
 def _compute(loaded: LoadedModel, images: ImageSet, layer: str, batch_size: int, progress: ProgressFn | None,
              show_progress: bool, num_workers: int) -> dict[str, np.ndarray]:
-    loader = DataLoader(_Preprocessed(images, loaded.spec.preprocessing), batch_size=batch_size,
-                        num_workers=num_workers, collate_fn=_collate)
+    prep = loaded.spec.preprocessing
+    loader = DataLoader(_Decoded(images, prep.channels), batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=partial(_collate, prep=prep))
     vectors, probs, kept, skipped = [], [], [], []
     done = 0
     with tqdm(total=len(images), desc="Embedding", unit="img", disable=not show_progress, leave=False) as bar:

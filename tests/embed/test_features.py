@@ -40,10 +40,26 @@ def test_embeddings_match_an_explicit_forward_pass(digits_model, small, tmp_path
     assert emb.kept.tolist() == list(range(60)) and emb.skipped == ()
 
 
-def test_batch_size_does_not_change_the_result(digits_model, small, tmp_path):
+def test_batched_preprocessing_equals_the_apps_per_image_preprocessing(digits_model, pattern_folder, tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(5)
+    for i in range(3):  # other sizes and colour, so batches mix shapes and channel counts
+        Image.fromarray(rng.integers(0, 256, (36 + 8 * i, 48, 3), dtype=np.uint8)).save(
+            pattern_folder / "light" / f"rgb{i}.png")
+    images = E.folder_source(pattern_folder)
+    emb = E.embed(digits_model, images, "features", cache=ArrayCache(tmp_path), batch_size=4)
+    feats, probs = reference(digits_model, images, "features")
+    np.testing.assert_allclose(emb.vectors, feats, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(emb.confidences, probs.max(1), rtol=1e-5)
+
+
+def test_batch_size_and_loader_workers_do_not_change_the_result(digits_model, small, tmp_path):
     a = E.embed(digits_model, small, batch_size=1, cache=ArrayCache(tmp_path / "a"))
     b = E.embed(digits_model, small, batch_size=64, cache=ArrayCache(tmp_path / "b"))
+    c = E.embed(digits_model, small, batch_size=16, num_workers=1, cache=ArrayCache(tmp_path / "c"))
     np.testing.assert_allclose(a.vectors, b.vectors, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(a.vectors, c.vectors, rtol=1e-4, atol=1e-5)
 
 
 def test_second_run_reads_the_cache(digits_model, small, tmp_path, monkeypatch):
