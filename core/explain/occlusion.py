@@ -2,7 +2,8 @@
 how much the target logit drops; each pixel gets the mean drop of the patches that cover it (as Captum).
 
 (image, patch position) pairs are flattened into rows; each batch of rows is built on the model's device with
-one broadcast comparison (no per-patch Python work, no host round-trips) and evaluated in one forward pass.
+broadcast comparisons (no per-patch Python work, no host round-trips) and evaluated in one forward pass; the
+per-pixel averages come from the grid of patch drops with two small matrix products at the end.
 """
 
 from __future__ import annotations
@@ -55,20 +56,21 @@ def occlusion(ctx: Context, x: torch.Tensor, targets: torch.Tensor) -> tuple[tor
     fill = baseline(ctx, x, ctx.params["baseline"])
     clean = target_logits(ctx.outcome(n)[1].to(x.device), targets)
     drops = torch.empty(n * per_image, device=x.device)
-    heat = torch.zeros(n, h, w, device=x.device)
     total = n * per_image
     with torch.no_grad():
         for rows in batches(total, ctx.batch_size):
             idx = torch.arange(rows.start, rows.stop, device=x.device)
             image, pos = idx // per_image, positions[idx % per_image]
-            inside = _span_masks(pos[:, 0], patch, h)[:, :, None] & _span_masks(pos[:, 1], patch, w)[:, None, :]
-            occluded = torch.where(inside[:, None], fill[image], x[image])
-            drop = clean[image] - target_logits(ctx.model(occluded), targets[image]).float()
-            drops[rows] = drop
-            heat.index_add_(0, image, drop[:, None, None] * inside)
+            # B x 1 x H x W patch masks as outer products; lerp is exact at weights 0 and 1
+            inside = (_span_masks(pos[:, 0], patch, h).to(x.dtype)[:, None, :, None]
+                      * _span_masks(pos[:, 1], patch, w).to(x.dtype)[:, None, None, :])
+            occluded = torch.lerp(x, fill, inside) if n == 1 else torch.lerp(x[image], fill[image], inside)
+            drops[rows] = clean[image] - target_logits(ctx.model(occluded), targets[image]).float()
             ctx.report(rows.stop / total)
-    cover_y = _span_masks(ys, patch, h).sum(0)
-    cover_x = _span_masks(xs, patch, w).sum(0)
-    heat /= (cover_y[:, None] * cover_x[None, :]).to(heat.dtype)
-    grids = drops.view(n, len(ys), len(xs)).cpu().numpy()
-    return heat, [{"patch_drops": g, "positions": per_image} for g in grids]
+    # Each pixel's mean over the patches covering it, without a per-patch H x W accumulation: coverage is a
+    # product of row and column intervals, so the sum is cover_y @ drops @ cover_x^T per image.
+    cover_y = _span_masks(ys, patch, h).T.float()  # H x ny
+    cover_x = _span_masks(xs, patch, w).T.float()  # W x nx
+    grids = drops.view(n, len(ys), len(xs))
+    heat = cover_y @ grids @ cover_x.T / (cover_y.sum(1)[:, None] * cover_x.sum(1)[None, :])
+    return heat, [{"patch_drops": g, "positions": per_image} for g in grids.cpu().numpy()]
