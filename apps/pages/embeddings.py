@@ -238,9 +238,8 @@ if emb.skipped:
 
 # ------------------------------------------------------------------------------------ map + selection
 left, right = st.columns([3, 2])
-axis = method
 with left:
-    event = st.plotly_chart(scatter_figure(table, colour_by, axis=axis, height=560), key="emb_map",
+    event = st.plotly_chart(scatter_figure(table, colour_by, height=560), key="emb_map",
                             on_select="rerun", selection_mode=("points", "box", "lasso"))
     st.caption(f"{method} of {model_name} · {layer} · {len(emb):,} images. "
                "Drag to lasso points (box and zoom in the toolbar); double-click to clear.")
@@ -334,9 +333,9 @@ with compare_tab:
                 f"precision@{k}": st.column_config.NumberColumn(format="percent")})
             colour2 = colour_by if colour_by in ("true label", "confidence") else "true label"
             a, b = st.columns(2)
-            a.plotly_chart(scatter_figure(table, colour2, title=model_name, axis=axis, height=420),
+            a.plotly_chart(scatter_figure(table, colour2, title=model_name, height=420),
                            key="emb_cmp_a")
-            b.plotly_chart(scatter_figure(table2, colour2, title=compare_name, axis=axis, height=420),
+            b.plotly_chart(scatter_figure(table2, colour2, title=compare_name, height=420),
                            key="emb_cmp_b")
 
 with export_tab:
@@ -344,7 +343,7 @@ with export_tab:
     st.download_button("Download CSV (coordinates, labels, predictions, file names)", lambda: csv_bytes(table),
                        file_name=f"{stem}.csv", mime="text/csv", on_click="ignore", key="emb_csv")
     st.download_button("Download PNG of the map",
-                       lambda: scatter_png(table, colour_by, title=f"{model_name} · {layer}", axis=axis),
+                       lambda: scatter_png(table, colour_by, title=f"{model_name} · {layer}", axis=method),
                        file_name=f"{stem}.png", mime="image/png", on_click="ignore", key="emb_png")
     st.caption(f"Files are made when you click. Cache: {E.cache_dir()} (embeddings, maps and scores are reused "
                "across sessions).")

@@ -60,8 +60,8 @@ def _groups(table: pd.DataFrame, colour_by: str) -> list[tuple[str, np.ndarray, 
     return [(name, (table[column] == name).to_numpy(), PALETTE[i % len(PALETTE)]) for i, name in enumerate(names)]
 
 
-def scatter_figure(table: pd.DataFrame, colour_by: str = "true label", title: str = "", axis: str = "",
-                   height: int = 560) -> go.Figure:
+def scatter_figure(table: pd.DataFrame, colour_by: str = "true label", title: str = "", height: int = 560
+                   ) -> go.Figure:
     """A WebGL scatter of the table's map, coloured by ``colour_by`` (one of COLOUR_BY)."""
     if colour_by not in COLOUR_BY:
         raise ValueError(f"colour_by must be one of {', '.join(COLOUR_BY)}, got {colour_by!r}")
@@ -88,12 +88,12 @@ def scatter_figure(table: pd.DataFrame, colour_by: str = "true label", title: st
                                    hovertemplate=hover,
                                    marker={"size": size + 5, "color": "rgba(0,0,0,0)",
                                            "line": {"width": 1.5, "color": "black"}}))
-    fig.update_layout(title=title or None, height=height, margin={"l": 10, "r": 10, "t": 70 if title else 30, "b": 10},
-                      legend={"itemsizing": "constant", "orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 0},
+    fig.update_layout(title=title or None, height=height, margin={"l": 10, "r": 10, "t": 40 if title else 30, "b": 10},
+                      legend={"itemsizing": "constant", "orientation": "h", "y": -0.01, "yanchor": "top", "x": 0},
                       plot_bgcolor="white", dragmode="lasso")
-    for ax, n in (("xaxis", 1), ("yaxis", 2)):
-        fig.update_layout({ax: {"title": {"text": f"{axis} {n}".strip()}, "showticklabels": False,
-                                "zeroline": False, "showgrid": True, "gridcolor": "#eee"}})
+    axis_style = {"showticklabels": False, "zeroline": False, "showgrid": True, "gridcolor": "#eee"}
+    fig.update_xaxes(axis_style)  # map axes have no units: the caption names the method instead
+    fig.update_yaxes(axis_style)
     return fig
 
 

@@ -119,7 +119,8 @@ def test_inspect_tab_shows_grad_cam_and_neighbours(page):
     captions = [c for img in page.image for c in img.captions]
     assert any(c.startswith("Grad-CAM (layer4)") for c in captions)
     assert sum(" · d " in c for c in captions) == 8  # the default 8 nearest neighbours, with distances
-    assert [b.proto.label for b in page.get("download_button")][0].startswith("Download CSV")
+    labels = [b.proto.label for b in page.get("download_button")]
+    assert labels[0].startswith("Download CSV") and labels[1] == "Download PNG of the map"
 
 
 def test_pca_correctness_colouring_and_untrained_comparison(page):
