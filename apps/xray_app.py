@@ -31,10 +31,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: this machine only)")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--share", action="store_true", help="ask Gradio for a public share link")
-    parser.add_argument("--concurrency", type=int, default=max(1, cpus // 2),
-                        help="requests of each kind (fast / heavy) computed at once (default: half the CPU cores)")
+    parser.add_argument("--fast-concurrency", type=int, default=cpus,
+                        help="predictions, Grad-CAM on upload and redraws computed at once (default: CPU cores)")
+    parser.add_argument("--heavy-concurrency", type=int, default=max(1, cpus // 2),
+                        help="explanations, trust checks and reports computed at once (default: half the cores)")
+    parser.add_argument("--torch-threads", type=int, default=1,
+                        help="threads per request for torch (default 1: requests run side by side instead)")
     parser.add_argument("--max-queue", type=int, default=64, help="requests waiting before new ones are refused")
     parser.add_argument("--no-similar", action="store_true", help="skip the similar-cases index")
+    parser.add_argument("--max-upload-mb", type=int, default=256, help="largest accepted upload (default 256 MB)")
     parser.add_argument("--upload-grace", type=float, default=60.0,
                         help="seconds after its last use before an uploaded file is deleted")
     return parser.parse_args(argv)
@@ -43,9 +48,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     """Load the models and index once, build the page and serve it."""
     args = parse_args(argv)
+    import torch
+
+    # One thread per request: on a shared CPU a multi-threaded forward waits for descheduled OpenMP threads
+    # (measured 4x slower under load), while single-threaded requests side by side keep every core busy.
+    torch.set_num_threads(args.torch_threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up probes, one line each
     from apps.xray.examples import pick_examples
+    from apps.xray.limits import Limits
     from apps.xray.models import BUNDLED, get_model, zoo_status
     from apps.xray.similar import SimilarCases
     from apps.xray.ui import CSS, XrayUI
@@ -64,10 +75,12 @@ def main(argv: list[str] | None = None) -> None:
     janitor = UploadJanitor(grace=args.upload_grace)
     janitor.start()
     atexit.register(janitor.flush)
-    demo = XrayUI(zoo, janitor, similar, pick_examples()).build()
-    demo.queue(default_concurrency_limit=args.concurrency, max_size=args.max_queue)
+    limits = Limits(args.fast_concurrency, args.heavy_concurrency)
+    demo = XrayUI(zoo, janitor, similar, pick_examples(), limits).build()
+    demo.queue(default_concurrency_limit=1, max_size=args.max_queue)
     log.info("ready to serve after %.1f s", time.perf_counter() - STARTED)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, show_error=False,
+                max_file_size=f"{args.max_upload_mb}mb",
                 css=CSS, footer_links=["api"], run_history=False,  # run history would keep X-rays in the browser
                 enable_monitoring=False, mcp_server=False, pwa=False, ssr_mode=False)
 

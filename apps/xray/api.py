@@ -22,6 +22,7 @@ import numpy as np
 
 from apps.xray import analysis, views
 from apps.xray.cancel import Cancelled, progress_callback
+from apps.xray.limits import Limits
 from apps.xray.models import BUNDLED, ZooStatus
 from apps.xray.uploads import UploadError, UploadJanitor
 from core.explain.base import METHODS
@@ -53,7 +54,7 @@ def _parse(params: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return data, {k: data.pop(k, default) for k, default in OPTIONS.items()}
 
 
-def register_api(janitor: UploadJanitor, zoo: ZooStatus) -> None:
+def register_api(janitor: UploadJanitor, zoo: ZooStatus, limits: Limits) -> None:
     """Add the endpoints to the Blocks being built (call inside its context)."""
 
     def api_errors(fn: Any) -> Any:
@@ -108,6 +109,6 @@ def register_api(janitor: UploadJanitor, zoo: ZooStatus) -> None:
         summary = gr.JSON(label="summary")
         predict_button = gr.Button()
         explain_button = gr.Button()
-    predict_button.click(predict, [image, model], probabilities, api_name="predict", concurrency_id="fast")
+    predict_button.click(predict, [image, model], probabilities, api_name="predict", **limits.fast())
     explain_button.click(explain, [image, method, params, model], [overlay, summary], api_name="explain",
-                         concurrency_id="heavy")
+                         **limits.heavy())

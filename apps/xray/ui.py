@@ -23,6 +23,7 @@ from apps.xray.api import register_api
 from apps.xray.cancel import Cancelled, progress_callback
 from apps.xray.controls import method_controls
 from apps.xray.examples import Example
+from apps.xray.limits import Limits
 from apps.xray.models import ARCHITECTURES, BUNDLED, ZooStatus, get_model, load_user_checkpoint
 from apps.xray.report import write_report
 from apps.xray.session import MAX_PANELS, Session
@@ -82,8 +83,8 @@ class XrayUI:
     """Builds the Blocks page and holds its components so handlers can address them by name."""
 
     def __init__(self, zoo: ZooStatus, janitor: UploadJanitor, similar: SimilarCases | None,
-                 examples: list[Example]) -> None:
-        self.zoo, self.janitor, self.similar, self.examples = zoo, janitor, similar, examples
+                 examples: list[Example], limits: Limits) -> None:
+        self.zoo, self.janitor, self.similar, self.examples, self.limits = zoo, janitor, similar, examples, limits
         self.default_model = BUNDLED if BUNDLED in zoo.available else (zoo.available[0] if zoo.available else None)
 
     # ------------------------------------------------------------ layout
@@ -117,7 +118,7 @@ class XrayUI:
             self._report_section()
             gr.Markdown(views.footer(), elem_id="footer-note")
             self._wire()
-            register_api(self.janitor, self.zoo)
+            register_api(self.janitor, self.zoo, self.limits)
         return demo
 
     def _input_column(self) -> None:
@@ -205,8 +206,8 @@ class XrayUI:
                     self.stability_mean, self.stability_spread, self.stability_note, *board]
         style = [self.cmap, self.cmap_signed, self.opacity]
         private = {"api_visibility": "private"}  # only /predict and /explain are API endpoints
-        fast = {"concurrency_id": "fast", **private}
-        heavy = {"concurrency_id": "heavy", "show_progress_on": [self.work], **private}
+        fast = {**self.limits.fast(), **private}
+        heavy = {**self.limits.heavy(), "show_progress_on": [self.work], **private}
         starts = [
             self.upload.upload(self.on_file, [self.upload, self.model, *style], analysed, **fast),
             self.paste.upload(self.on_file, [self.paste, self.model, *style], analysed, **fast),

@@ -1,8 +1,10 @@
 """Uploaded files: read them once, then remove them from Gradio's upload folder shortly after the request.
 
 Gradio stores an upload under a folder named by the file's hash, so two visitors sending the same X-ray at
-once share one file; deleting it the instant one request finishes could pull it from under the other.
-So each use (re)arms a short grace period, and a background sweep deletes files whose grace has passed.
+once share one path; deleting it the instant one request finishes could pull it from under the other.
+So each use (re)arms a short grace period, and a background sweep deletes files whose grace has passed,
+unless the file was uploaded again in the meantime (Gradio then renames a new file into place: another
+inode), in which case it gets a fresh grace period for that upload's request.
 Only files inside Gradio's upload folder are ever touched.
 """
 
@@ -24,13 +26,21 @@ class UploadError(ValueError):
     """An upload that cannot be read; the message is human."""
 
 
+def _inode(file: Path) -> int:
+    """The file's inode number, 0 when it does not exist."""
+    try:
+        return file.stat().st_ino
+    except OSError:
+        return 0
+
+
 class UploadJanitor:
     """Reads uploaded files and deletes them ``grace`` seconds after their last use."""
 
     def __init__(self, root: Path | None = None, grace: float = GRACE_SECONDS) -> None:
         self.root = Path(root or get_upload_folder()).resolve()
         self.grace = grace
-        self._due: dict[Path, float] = {}
+        self._due: dict[Path, tuple[float, int]] = {}  # file -> (deadline, inode it had when scheduled)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -54,29 +64,36 @@ class UploadJanitor:
 
     def flush(self) -> int:
         """Delete every scheduled upload now (at shutdown)."""
-        return self.sweep(now=float("inf"))
+        return self.sweep(now=float("inf"), force=True)
 
     def _schedule(self, file: Path) -> None:
         if not file.is_relative_to(self.root):
             return  # never delete anything Gradio did not receive as an upload
         with self._lock:
-            self._due[file] = time.monotonic() + self.grace
+            self._due[file] = (time.monotonic() + self.grace, _inode(file))
 
-    def sweep(self, now: float | None = None) -> int:
-        """Delete every upload whose grace period has passed (and its folder when empty); returns the count."""
-        now = time.monotonic() if now is None else now
+    def sweep(self, now: float | None = None, force: bool = False) -> int:
+        """Delete every upload whose grace period has passed (and its folder when empty), except those uploaded
+        again since they were scheduled (unless ``force``); returns how many files were deleted."""
+        clock = time.monotonic()
+        now = clock if now is None else now
+        deleted = 0
         with self._lock:
-            expired = [f for f, due in self._due.items() if due <= now]
-            for file in expired:
+            expired = [(f, inode) for f, (due, inode) in self._due.items() if due <= now]
+            for file, inode in expired:
+                current = _inode(file)
+                if current not in (inode, 0) and not force:  # uploaded again since: keep it for that request
+                    self._due[file] = (clock + self.grace, current)
+                    continue
                 del self._due[file]
-        for file in expired:
-            file.unlink(missing_ok=True)
-            try:
-                if file.parent != self.root:
-                    file.parent.rmdir()  # only succeeds when empty
-            except OSError:
-                pass
-        return len(expired)
+                file.unlink(missing_ok=True)
+                deleted += current != 0
+                try:
+                    if file.parent != self.root:
+                        file.parent.rmdir()  # only succeeds when empty
+                except OSError:
+                    pass
+        return deleted
 
     def pending(self) -> int:
         """How many uploads are waiting for deletion."""

@@ -63,7 +63,7 @@ def xray_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[XrayServer
     port = free_port()
     env = {"CNNLENS_DATA": str(root), "CNNLENS_CACHE": str(tmp_path_factory.mktemp("cnnlens-cache")),
            "GRADIO_TEMP_DIR": str(gradio_tmp), "GRADIO_ANALYTICS_ENABLED": "False"}
-    proc = start_server([sys.executable, "apps/xray_app.py", "--port", str(port), "--upload-grace", "1"], port, env)
+    proc = start_server([sys.executable, "apps/xray_app.py", "--port", str(port), "--upload-grace", "5"], port, env)
     _wait_for_line(proc, "similar cases:", timeout=180)  # the index is built in the background after start-up
     yield XrayServer(f"http://127.0.0.1:{port}", proc.pid, root, gradio_tmp)
     stop_server(proc)
