@@ -137,30 +137,55 @@ def randomised_copy(model: nn.Module, layers: Sequence[str] | None = None, seed:
 
 @dataclass(frozen=True)
 class SanityCheck:
-    """Rank correlation between a method's map on the trained model and on a top-randomised copy."""
+    """Rank correlation between a method's map on the trained model and on top-randomised copies.
+
+    ``correlations`` holds the signed Spearman rho for each copy; ``spearman`` is their mean size |rho| (a sign
+    flip keeps a map's structure, so it counts as similar); ``spearman_abs`` the mean rho of the maps' absolute
+    values (Adebayo et al. report both).
+    """
 
     spearman: float
     spearman_abs: float
+    correlations: tuple[float, ...]
     layers: tuple[str, ...]
     trained: Explanation
-    randomised: Explanation
+    randomised: tuple[Explanation, ...]
 
 
 def sanity_check(model: Model, x: torch.Tensor, method: str, target: int | None = None, *,
-                 layers: Sequence[str] | None = None, seed: int = 0, **options: Any) -> SanityCheck:
-    """Explain one image with the trained model and with a copy whose top layers are random (same target and
-    seed); ``options`` go to ``explain`` (layer, batch_size, method parameters)."""
+                 layers: Sequence[str] | None = None, seed: int = 0, copies: int = 1, **options: Any
+                 ) -> SanityCheck:
+    """Explain one image with the trained model and with ``copies`` copies whose top layers are re-initialised
+    (seeds ``seed``, ``seed + 1``, ...; same target and method seed); ``options`` go to ``explain`` (layer,
+    batch_size, method parameters). One random copy gives a noisy answer (on the bundled model rho moves by
+    +-0.5 between initialisations), so use a few copies when the number matters."""
+    if copies < 1:
+        raise ValueError(f"copies must be at least 1, got {copies}.")
     net = model.model if isinstance(model, LoadedModel) else model
-    random_net, names = randomised_copy(net, layers, seed)
-    random_model = dataclasses.replace(model, model=random_net) if isinstance(model, LoadedModel) else random_net
     trained = explain(model, x, method, target, seed=seed, **options)[0]
-    randomised = explain(random_model, x, method, trained.target, seed=seed, **options)[0]
-    return SanityCheck(rank_correlation(trained.heatmap, randomised.heatmap),
-                       rank_correlation(np.abs(trained.heatmap), np.abs(randomised.heatmap)),
-                       names, trained, randomised)
+    randomised, names = [], tuple(layers) if layers is not None else top_layers(net)
+    for copy_seed in range(seed, seed + copies):
+        random_net, _ = randomised_copy(net, names, copy_seed)
+        random_model = dataclasses.replace(model, model=random_net) if isinstance(model, LoadedModel) else random_net
+        randomised.append(explain(random_model, x, method, trained.target, seed=seed, **options)[0])
+    signed = tuple(rank_correlation(trained.heatmap, r.heatmap) for r in randomised)
+    unsigned = [rank_correlation(np.abs(trained.heatmap), np.abs(r.heatmap)) for r in randomised]
+    return SanityCheck(float(np.mean(np.abs(signed))), float(np.mean(unsigned)), signed, names, trained,
+                       tuple(randomised))
 
 
 # ---------------------------------------------------------------- agreement and stability
+
+
+def random_map(shape: tuple[int, int], seed: int = 0, grid: int = 8) -> np.ndarray:
+    """A smooth random map: uniform noise on a ``grid`` x ``grid`` lattice, upsampled bilinearly to ``shape``.
+
+    The fair reference for deletion / insertion: like a real map it removes contiguous regions, whereas a
+    per-pixel random order makes salt-and-pepper images that are far out of distribution for the model (on the
+    bundled model its deletion curve falls faster than that of any region-based map).
+    """
+    noise = torch.rand(1, 1, grid, grid, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return torch.nn.functional.interpolate(noise, size=shape, mode="bilinear", align_corners=False)[0, 0].numpy()
 
 
 def rank_correlation(a: MapLike, b: MapLike) -> float:
@@ -241,9 +266,9 @@ def stability(model: Model, x: torch.Tensor, method: str, target: int | None = N
 
 
 def read_deletion(curve: Curve, reference: Curve | None = None) -> str:
-    """One line on a deletion curve: against a ``reference`` curve (e.g. of a random map) when given, else by
-    its AUC relative to the unperturbed score. Pixel-wise deletion is out of distribution for the model, so
-    even a random order can make the score fall; the reference makes the reading honest."""
+    """One line on a deletion curve: against a ``reference`` curve (of ``random_map``) when given, else by its
+    AUC relative to the unperturbed score. Deleting pixels is out of distribution for the model, so even a
+    random order can make the score fall; the reference makes the reading honest."""
     if reference is not None:
         ratio = curve.auc / max(reference.auc, 1e-12)
         if ratio < 0.8:
@@ -269,8 +294,8 @@ def read_deletion(curve: Curve, reference: Curve | None = None) -> str:
 
 
 def read_insertion(curve: Curve, reference: Curve | None = None) -> str:
-    """One line on an insertion curve: against a ``reference`` curve (e.g. of a random map) when given, else by
-    its AUC relative to the score of the full image."""
+    """One line on an insertion curve: against a ``reference`` curve (of ``random_map``) when given, else by its
+    AUC relative to the score of the full image."""
     if reference is not None:
         ratio = curve.auc / max(reference.auc, 1e-12)
         if ratio > 1.2:

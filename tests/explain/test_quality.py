@@ -14,6 +14,7 @@ from core.explain.quality import (
     agreement,
     deletion,
     insertion,
+    random_map,
     randomised_copy,
     rank_correlation,
     read_agreement,
@@ -60,14 +61,14 @@ def correct_map() -> np.ndarray:
     return m
 
 
-def random_map(seed: int = 0) -> np.ndarray:
+def pixel_noise(seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).random((SIDE, SIDE))
 
 
 def test_deletion_and_insertion_prefer_the_correct_map():
     model, x = RegionEnergy(), textured_image()
-    good_del, bad_del = deletion(model, x, correct_map(), 1), deletion(model, x, random_map(), 1)
-    good_ins, bad_ins = insertion(model, x, correct_map(), 1), insertion(model, x, random_map(), 1)
+    good_del, bad_del = deletion(model, x, correct_map(), 1), deletion(model, x, pixel_noise(), 1)
+    good_ins, bad_ins = insertion(model, x, correct_map(), 1), insertion(model, x, pixel_noise(), 1)
     assert good_del.auc < 0.2 < 0.4 < bad_del.auc
     assert good_ins.auc > 0.8 > 0.6 > bad_ins.auc
     assert good_del.scores[0] == pytest.approx(torch.sigmoid(torch.tensor(4.0)).item(), abs=1e-6)
@@ -106,6 +107,16 @@ def test_curve_points_equal_a_pixel_by_pixel_computation(kind, baseline):
     np.testing.assert_allclose(curve.scores, expected, atol=1e-6)
     np.testing.assert_allclose(curve.fractions, np.linspace(0, 1, steps + 1))
     assert curve.auc == pytest.approx(np.trapezoid(expected, np.linspace(0, 1, steps + 1)), abs=1e-6)
+
+
+def test_random_map_is_smooth_seeded_and_a_fair_reference():
+    a, b = random_map((SIDE, SIDE), seed=1), random_map((SIDE, SIDE), seed=2)
+    assert a.shape == (SIDE, SIDE) and a.min() >= 0 and a.max() <= 1
+    np.testing.assert_array_equal(a, random_map((SIDE, SIDE), seed=1))
+    assert not np.array_equal(a, b)
+    assert np.abs(np.diff(a, axis=1)).mean() < 0.2 * np.abs(np.diff(random_map((SIDE, SIDE), grid=SIDE), axis=1)).mean()
+    model, x = RegionEnergy(), textured_image()
+    assert deletion(model, x, correct_map(), 1).auc < deletion(model, x, a, 1).auc
 
 
 def test_curves_refuse_mismatched_maps_and_bad_baselines():
@@ -156,11 +167,13 @@ def trained_net() -> nn.Module:
 
 def test_sanity_check_separates_trained_from_randomised(trained_net):
     x, y, square = blob_batch(1, torch.Generator().manual_seed(5))
-    options = {"n_samples": 300, "n_segments": 25, "hide": "zero"}
-    check = sanity_check(trained_net, x, "kernel_shap", **options)
+    options = {"n_samples": 300, "n_segments": 25, "compactness": 40.0, "hide": "zero"}  # a 5 x 5 grid-like split
+    check = sanity_check(trained_net, x, "kernel_shap", copies=2, **options)
     assert check.trained.target == int(y) and 0.6 < check.trained.score < 0.999
-    assert check.layers == ("4", "7")
-    assert abs(check.spearman) < 0.5
+    assert check.layers == ("4", "7") and len(check.randomised) == len(check.correlations) == 2
+    assert check.correlations == tuple(rank_correlation(check.trained.heatmap, r.heatmap) for r in check.randomised)
+    assert check.spearman == pytest.approx(np.mean(np.abs(check.correlations)))
+    assert check.spearman < 0.5
     assert "reflects what the model learned" in read_sanity(check) or "changes partly" in read_sanity(check)
     # The same check with nothing randomised gives identical maps: the test can tell the difference.
     control = sanity_check(trained_net, x, "kernel_shap", layers=(), **options)
@@ -196,7 +209,7 @@ def test_top_layers_of_a_resnet_are_its_last_block_and_head():
 
 
 def test_agreement_of_a_map_with_itself_is_one_and_matches_independent_ranks():
-    a, b = random_map(1), random_map(2)
+    a, b = pixel_noise(1), pixel_noise(2)
     assert rank_correlation(a, a) == pytest.approx(1.0)
     assert rank_correlation(a, -a) == pytest.approx(-1.0)
     ra, rb = rankdata(a.ravel()), rankdata(b.ravel())
