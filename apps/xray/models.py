@@ -54,7 +54,10 @@ class ZooStatus:
 
 
 def zoo_status() -> ZooStatus:
-    """Check every zoo model without touching the network: bundled files must load, ImageNet weights be cached."""
+    """Check every zoo model without touching the network: bundled files must load, ImageNet weights be cached.
+
+    Bundled models are loaded here (once per process), since a file whose header reads fine can still hold
+    tensors that do not fit its architecture."""
     specs = list_specs()
     available: list[str] = []
     unavailable: dict[str, str] = {}
@@ -72,8 +75,20 @@ def zoo_status() -> ZooStatus:
                                      f"torch hub cache ({cached.parent}); this app never downloads, so fetch them "
                                      "once with internet access.")
                 continue
+        else:
+            try:
+                load_model(name)
+            except ModelUnavailable as err:
+                unavailable[name] = _one_line(str(err))
+                continue
         available.append(name)
     return ZooStatus(tuple(available), unavailable)
+
+
+def _one_line(message: str, limit: int = 400) -> str:
+    """A loader's message as one line (torch lists every mismatched tensor on a line of its own)."""
+    text = " ".join(line.strip() for line in message.splitlines()[:2])
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 _USER: OrderedDict[str, LoadedModel] = OrderedDict()
