@@ -1,0 +1,326 @@
+"""Faults: the X-ray app and the classroom pages with missing or broken weights, no data folder, an unwritable
+cache, and a client that walks away in the middle of a LIME run.
+
+The X-ray app runs as a real process (``apps/xray_app.py``) with its output captured to a file, so a start-up
+failure is judged by what an operator would read: one clear line, never a Python traceback. Classroom pages run
+under Streamlit's AppTest in a child process that gets the same environment variables, because the weights folder
+(``CNNLENS_MODELS``) is read when ``core.zoo`` is imported. ``TORCH_HOME`` points at an empty folder and the network
+at a dead proxy, so the ImageNet models are unavailable whatever this machine has cached or can reach.
+(A corrupt embedding-cache file is rebuilt, not trusted: tests/embed/test_cache.py and test_features.py.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from apps.catalogue import LESSONS
+from core.data import CLASS_NAMES, data_dir
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+APPS = ROOT / "apps"
+WEIGHTS_NAME = "cxr-resnet18.safetensors"
+MODEL_PAGES = [lesson.file for lesson in LESSONS if lesson.group == "Inside a trained network"]
+ALL_PAGES = ["streamlit_app.py", *(lesson.file for lesson in LESSONS)]  # the entry runs the home page
+DEAD_PROXY = "http://127.0.0.1:9"  # nothing listens on the discard port: every download fails at once
+START_TIMEOUT = 300.0
+
+
+# ------------------------------------------------------------------------------------------ a live app process
+
+
+@dataclass
+class LiveApp:
+    """An X-ray app process whose stdout and stderr go to ``log_path``."""
+
+    proc: subprocess.Popen
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        """Everything the process has printed so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, text: str, timeout: float = START_TIMEOUT) -> None:
+        """Block until the log contains ``text`` (fail with the log otherwise)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"the app never logged {text!r}:\n{self.log()[-4000:]}")
+            time.sleep(0.3)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def app_env(tmp: Path, **extra: str) -> dict[str, str]:
+    """Environment for an app process: this one's, plus no analytics, an empty torch hub cache and ``extra``."""
+    torch_home = tmp / "torch-home"
+    torch_home.mkdir(exist_ok=True)
+    return {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "GRADIO_ANALYTICS_ENABLED": "False",
+            "TORCH_HOME": str(torch_home), "GRADIO_TEMP_DIR": str(tmp / "gradio-tmp"), **extra}
+
+
+def launch_xray(tmp: Path, env: dict[str, str], *args: str) -> LiveApp:
+    """Start ``apps/xray_app.py`` on a free port and wait until it listens (fail with its log if it exits)."""
+    port = free_port()
+    log_path = tmp / f"xray-{port}.log"
+    with log_path.open("w") as handle:
+        proc = subprocess.Popen([sys.executable, "apps/xray_app.py", "--port", str(port), *args], cwd=ROOT, env=env,
+                                stdout=handle, stderr=subprocess.STDOUT)
+    app = LiveApp(proc, port, log_path)
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(f"the app exited ({proc.returncode}) instead of serving:\n{app.log()[-4000:]}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return app
+        if time.monotonic() > deadline:
+            app.stop()
+            raise AssertionError(f"the app did not listen within {START_TIMEOUT:.0f} s:\n{app.log()[-4000:]}")
+        time.sleep(0.3)
+
+
+def small_data_folder(root: Path, per_class: int = 4) -> Path:
+    """A class-folder tree of symlinks to a few real X-rays (never copies of the data set)."""
+    source = data_dir()
+    assert source is not None, "needs the chest X-ray folder (set CNNLENS_DATA) or deselect with -m 'not data'"
+    for label in CLASS_NAMES:
+        (root / label).mkdir(parents=True)
+        for path in sorted((source / label).iterdir())[:per_class]:
+            (root / label / path.name).symlink_to(path)
+    return root
+
+
+def sample_png(tmp: Path, name: str = "chest.png") -> Path:
+    """A 256 x 256 grey PNG with some structure (any readable image is a valid request)."""
+    yy, xx = np.mgrid[0:256, 0:256]
+    pixels = (127 + 60 * np.sin(xx / 17.0) * np.cos(yy / 23.0) + 0.2 * (xx - yy)).clip(0, 255).astype(np.uint8)
+    path = tmp / name
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+
+def predicts(app: LiveApp, image: Path) -> dict[str, float]:
+    """The app's /predict answer for one file, as {class: probability}."""
+    from gradio_client import Client, handle_file
+
+    result = Client(app.url, verbose=False).predict(handle_file(str(image)), api_name="/predict")
+    return {c["label"]: c["confidence"] for c in result["confidences"]}
+
+
+# ------------------------------------------------------------------------------------------ broken weights
+
+
+def _mismatched_checkpoint(folder: Path) -> None:
+    """A well-formed safetensors file whose config promises width 32 but whose tensors are for width 8."""
+    from core.nets import WideResNet18
+    from core.zoo import save_checkpoint
+
+    config = {"architecture": "resnet18", "width": 32, "channels": 1, "input_size": 160, "mean": [0.5],
+              "std": [0.25], "class_names": list(CLASS_NAMES)}
+    save_checkpoint(WideResNet18(width=8, in_channels=1, num_classes=2), folder / WEIGHTS_NAME, config)
+
+
+BROKEN_WEIGHTS = {
+    "missing": (lambda folder: None, "is missing"),
+    "garbage": (lambda folder: (folder / WEIGHTS_NAME).write_bytes(secrets.token_bytes(4096)), "corrupt"),
+    "truncated header": (lambda folder: (folder / WEIGHTS_NAME).write_bytes(b"\xff" * 8 + b'{"a": '), "corrupt"),
+    "tensors that do not fit": (_mismatched_checkpoint, "does not match"),
+}
+
+
+@pytest.mark.parametrize("damage", list(BROKEN_WEIGHTS))
+def test_app_without_usable_weights_exits_with_one_clear_line(tmp_path, damage):
+    make, phrase = BROKEN_WEIGHTS[damage]
+    models = tmp_path / "models"
+    models.mkdir()
+    make(models)
+    env = app_env(tmp_path, CNNLENS_MODELS=str(models))
+    try:
+        done = subprocess.run([sys.executable, "apps/xray_app.py", "--port", str(free_port()), "--no-similar"],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=START_TIMEOUT)
+    except subprocess.TimeoutExpired as err:  # it started serving without a model (run() has killed it)
+        raise AssertionError(f"the app did not exit:\n{err.stdout}\n{err.stderr}") from err
+    output = done.stdout + done.stderr
+    last = output.strip().splitlines()[-1]
+    assert done.returncode != 0, output
+    assert "Traceback" not in output, output[-3000:]
+    assert last.startswith("No model can be loaded here:"), output[-3000:]
+    assert f"cxr-resnet18: Weights file {WEIGHTS_NAME}" in last and phrase in last, last
+    assert "resnet18-imagenet: needs torchvision's ImageNet weights" in last, last  # says why the others fail too
+    assert len(last) < 1500, f"the reason is a dump, not a sentence ({len(last)} characters)"
+
+
+# ------------------------------------------------------------------------------------------ apps that must serve
+
+
+@pytest.fixture(scope="module")
+def no_data_app(tmp_path_factory) -> Iterator[LiveApp]:
+    """The app with $CNNLENS_DATA pointing at a folder that does not exist."""
+    tmp = tmp_path_factory.mktemp("no-data")
+    app = launch_xray(tmp, app_env(tmp, CNNLENS_DATA=str(tmp / "no-such-folder"), CNNLENS_CACHE=str(tmp / "cache")),
+                      "--upload-grace", "1")
+    yield app
+    app.stop()
+
+
+def test_missing_data_folder_serves_without_examples_or_similar_cases_and_says_why(no_data_app, tmp_path):
+    no_data_app.wait_for_log("similar cases unavailable")
+    import httpx
+
+    probs = predicts(no_data_app, sample_png(tmp_path))
+    assert set(probs) == set(CLASS_NAMES) and abs(sum(probs.values()) - 1) < 1e-4
+    log = no_data_app.log()
+    assert "similar cases unavailable: No image folder found: set $CNNLENS_DATA" in log, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+    config = httpx.get(f"{no_data_app.url}/config", timeout=30).json()
+    (examples,) = [c for c in config["components"] if c.get("props", {}).get("elem_id") == "examples"]
+    assert examples["props"]["visible"] is False  # no empty example gallery on the page
+
+
+@pytest.mark.data
+def test_unwritable_cache_folder_still_serves_and_indexes_similar_cases_in_memory(tmp_path):
+    blocker = tmp_path / "cache-is-a-file"
+    blocker.write_text("not a folder")
+    data = small_data_folder(tmp_path / "data")
+    app = launch_xray(tmp_path, app_env(tmp_path, CNNLENS_DATA=str(data), CNNLENS_CACHE=str(blocker)))
+    try:
+        app.wait_for_log("similar cases:")
+        probs = predicts(app, sample_png(tmp_path))
+        log = app.log()
+    finally:
+        app.stop()
+    assert set(probs) == set(CLASS_NAMES)
+    assert f"similar cases: {2 * 4} images indexed (built)" in log, log[-3000:]
+    assert "not writable" in log and "cached in memory" in log, log[-3000:]  # the operator is told why
+    assert "Traceback" not in log, log[-3000:]
+    assert blocker.read_text() == "not a folder"
+
+
+# ------------------------------------------------------------------------------------------ a client walks away
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), from /proc/<pid>/stat fields 14 and 15."""
+    utime, stime = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13]
+    return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_during(pid: int, seconds: float) -> float:
+    start = _cpu_seconds(pid)
+    time.sleep(seconds)
+    return _cpu_seconds(pid) - start
+
+
+def test_client_that_disconnects_mid_lime_frees_the_cpu(no_data_app, tmp_path):
+    """Speak the browser's queue protocol (join, then an event stream), drop the connection while LIME runs,
+    and watch the server's CPU time: Gradio marks the event dead and the explainer stops at its next batch."""
+    import httpx
+
+    url = no_data_app.url
+    config = httpx.get(f"{url}/config", timeout=30).json()
+    (fn_index,) = [d["id"] for d in config["dependencies"] if d.get("api_name") == "explain"]
+    image = sample_png(tmp_path)
+    with httpx.Client(base_url=f"{url}/gradio_api", timeout=60) as client:
+        (path,) = client.post("/upload", files={"files": (image.name, image.read_bytes(), "image/png")}).json()
+        session = secrets.token_hex(6)
+        lime = json.dumps({"n_samples": 10000, "quality": False})
+        file_data = {"path": path, "orig_name": image.name, "meta": {"_type": "gradio.FileData"}}
+        joined = client.post("/queue/join", json={"data": [file_data, "lime", lime, "cxr-resnet18"],
+                                                  "fn_index": fn_index, "session_hash": session,
+                                                  "event_data": None, "trigger_id": None})
+        assert joined.status_code == 200, joined.text
+        with client.stream("GET", "/queue/data", params={"session_hash": session}) as stream:
+            for line in stream.iter_lines():
+                assert "process_completed" not in line, f"LIME finished or failed before the test could leave: {line}"
+                if '"progress"' in line and "lime" in line:
+                    break  # the explainer is running and reporting batches
+            busy = _cpu_during(no_data_app.proc.pid, 4.0)
+        # leaving both blocks closed the connection without reading the rest: the browser tab was closed
+    time.sleep(3.0)
+    idle = _cpu_during(no_data_app.proc.pid, 4.0)
+    assert busy > 0.4, f"LIME used only {busy:.2f} CPU-s in 4 s: it was not running"
+    assert idle < 0.25 * busy, f"after the client left the server still used {idle:.2f} CPU-s in 4 s (was {busy:.2f})"
+    assert set(predicts(no_data_app, image)) == set(CLASS_NAMES)  # and it still serves
+    assert "Traceback" not in no_data_app.log()
+
+
+# ------------------------------------------------------------------------------------------ classroom pages
+
+
+def render_pages(files: list[str]) -> dict[str, dict[str, list[str]]]:
+    """Run each page (path relative to apps/) once under AppTest; what it showed, by kind. Runs in a child process."""
+    from streamlit.testing.v1 import AppTest
+
+    shown = {}
+    for file in files:
+        at = AppTest.from_file(str(APPS / file), default_timeout=600).run()
+        shown[file] = {"exceptions": [e.message for e in at.exception], "errors": [e.value for e in at.error],
+                       "warnings": [w.value for w in at.warning], "titles": [t.value for t in at.title]}
+    return shown
+
+
+def pages_under(tmp: Path, files: list[str], **env: str) -> dict[str, dict[str, list[str]]]:
+    """render_pages in a child process with these environment variables, offline."""
+    proxies = {k: DEAD_PROXY for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")}
+    code = ("import json, sys; from tests.apps.test_faults import render_pages; "
+            "print('PAGES=' + json.dumps(render_pages(sys.argv[1:])))")
+    done = subprocess.run([sys.executable, "-c", code, *files], cwd=ROOT, capture_output=True, text=True,
+                          timeout=1200, env={**app_env(tmp), **proxies, "OMP_NUM_THREADS": "1",
+                                             "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false", **env})
+    lines = [line for line in done.stdout.splitlines() if line.startswith("PAGES=")]
+    assert done.returncode == 0 and lines, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return json.loads(lines[-1].removeprefix("PAGES="))
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("damage", ["missing", "tensors that do not fit"])
+def test_model_pages_show_why_the_bundled_model_is_unusable(tmp_path, damage):
+    make, phrase = BROKEN_WEIGHTS[damage]
+    models = tmp_path / "models"
+    models.mkdir()
+    make(models)
+    data = small_data_folder(tmp_path / "data")  # with X-rays at hand the pages default to the bundled model
+    shown = pages_under(tmp_path, MODEL_PAGES, CNNLENS_MODELS=str(models), CNNLENS_DATA=str(data))
+    for file, seen in shown.items():
+        assert not seen["exceptions"], (file, seen["exceptions"])
+        assert seen["titles"], f"{file} rendered nothing"
+        messages = seen["errors"] + seen["warnings"]
+        assert messages, f"{file} shows no error or warning although no model can be loaded"
+        assert any("cxr-resnet18" in m and phrase in m for m in messages), (file, messages)
+        assert all(len(m) < 1500 for m in messages), (file, [m[:300] for m in messages])
+
+
+def test_every_page_renders_without_a_data_folder(tmp_path):
+    shown = pages_under(tmp_path, ALL_PAGES, CNNLENS_DATA=str(tmp_path / "no-such-folder"))
+    assert set(shown) == set(ALL_PAGES)
+    for file, seen in shown.items():
+        assert not seen["exceptions"], (file, seen["exceptions"])
+        assert not seen["errors"], (file, seen["errors"])
+        assert seen["titles"], f"{file} rendered nothing"
+
