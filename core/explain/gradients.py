@@ -110,7 +110,7 @@ IG_BASELINES = ("black", "zero", "blur", "uniform")
           "Gradients integrated along the straight path from a baseline image to the image, times (image - "
           "baseline) (Sundararajan et al. 2017); signed, summed over channels. The attributions add up to "
           "score(image) - score(baseline) (completeness), which the result reports.",
-          signed=True, stochastic=True,
+          signed=True, stochastic=True, own_forward=True,
           params=[
               Param("steps", "Integration steps", "int", 64, 2, 512, 1,
                     help="Gauss-Legendre nodes on the path (cost grows linearly). 64 keep the completeness gap near "
@@ -118,11 +118,14 @@ IG_BASELINES = ("black", "zero", "blur", "uniform")
               Param("baseline", "Baseline", "choice", "black", choices=IG_BASELINES,
                     help="; ".join(f"{k}: {BASELINE_HELP[k]}" for k in IG_BASELINES) + "."),
           ])
-def integrated_gradients(ctx: Context, x: torch.Tensor, targets: torch.Tensor
-                         ) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+def integrated_gradients(ctx: Context, x: torch.Tensor, _targets: None) -> tuple[torch.Tensor, list[dict[str, Any]]]:
     """Signed IG maps (N x H x W) and, per image, the completeness check."""
-    steps = ctx.params["steps"]
+    steps, n = ctx.params["steps"], len(x)
     base = baseline(ctx, x, ctx.params["baseline"])
+    with torch.no_grad():  # both ends of the path in one pass: the prediction and the completeness check
+        ends = torch.cat([ctx.model(r) for r in torch.cat([x, base]).split(ctx.batch_size)])
+    targets = ctx.resolve(ends[:n])
+    f_input, f_base = target_logits(ends[:n], targets), target_logits(ends[n:], targets)
     nodes, weights = np.polynomial.legendre.leggauss(steps)  # exact for polynomials of degree 2 * steps - 1
     alphas = torch.tensor((nodes + 1) / 2, device=x.device, dtype=x.dtype)
     path_weights = torch.tensor(weights / 2, device=x.device, dtype=x.dtype)
@@ -131,9 +134,6 @@ def integrated_gradients(ctx: Context, x: torch.Tensor, targets: torch.Tensor
         return torch.lerp(base[image], x[image], alphas[step].view(-1, 1, 1, 1))
 
     attributions = (x - base) * _sampled_gradients(ctx, x, targets, steps, on_path, path_weights)
-    with torch.no_grad():
-        f_base = torch.cat([target_logits(ctx.model(base[r]), targets[r]) for r in batches(len(x), ctx.batch_size)])
-    f_input = target_logits(ctx.outcome(len(x))[1].to(x.device), targets)
     totals = attributions.sum(dim=(1, 2, 3))
     extras = [{"score_input": float(fi), "score_baseline": float(fb), "attribution_sum": float(s),
                "completeness_gap": float(s - (fi - fb))}
