@@ -15,6 +15,7 @@ import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
 from core.embed import ImageSet, SourceError, embed, embed_array, folder_source, nearest, neighbour_index, thumbnail
+from core.embed.cache import cache_dir, default_cache
 from core.io import ImageError
 from core.zoo import LoadedModel, ModelUnavailable, load_model
 
@@ -67,6 +68,10 @@ class SimilarCases:
                 self._loaded, self._images, self._kept = loaded, images, emb.kept
                 self._index = neighbour_index(emb.vectors)
             log.info("similar cases: %d images indexed (%s)", len(emb), "from cache" if emb.from_cache else "built")
+            if not default_cache().persistent:  # logged, as the cache's own warning can be lost: another
+                # thread's warnings.catch_warnings() switches warnings off for the whole process meanwhile
+                log.warning("similar cases: the cache folder %s is not writable, so the index is cached in memory "
+                            "and rebuilt at every start; set $CNNLENS_CACHE to a writable folder", cache_dir())
         except (ModelUnavailable, SourceError, ValueError, OSError) as err:
             with self._lock:
                 self._problem = str(err)
