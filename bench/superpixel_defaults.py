@@ -2,7 +2,7 @@
 correlation of the superpixel weights with a reference of many more samples (another seed), and the seconds per
 map, next to the model's bare throughput measured in the same run.
 
-    python -m bench.superpixel_defaults [--json] [--images 3] [--segments 50] [--samples 500,1000]
+    python -m bench.superpixel_defaults [--json] [--images 3] [--skip 0] [--segments 50] [--samples 500,1000]
 
 The target is a map that ranks regions like the reference (rho >= 0.9) in under 5 s on 2 CPU cores.
 """
@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--json", action="store_true", help="print the per-image rows as JSON")
     p.add_argument("--images", type=int, default=3, help="X-rays, alternating pneumonia / normal")
+    p.add_argument("--skip", type=int, default=0, help="start after this many X-rays of that sequence")
     p.add_argument("--methods", default="lime,kernel_shap")
     p.add_argument("--segments", default=str(METHODS["lime"].defaults()["n_segments"]))
     p.add_argument("--samples", default=str(METHODS["lime"].defaults()["n_samples"]))
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     loaded = load_model("cxr-resnet18")
     folders = [sorted((data_dir() / name).iterdir()) for name in ("PNEUMONIA", "NORMAL")]
-    paths = [folders[i % 2][i // 2] for i in range(args.images)]
+    paths = [folders[i % 2][i // 2] for i in range(args.skip, args.skip + args.images)]
     rows: list[dict[str, Any]] = []
     for path in paths:
         x = preprocess(load_image(path), loaded.spec.preprocessing, loaded.device)
