@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -27,6 +28,7 @@ from core.zoo import LoadedModel
 
 MapLike = np.ndarray | torch.Tensor
 Model = LoadedModel | nn.Module
+_RESET_LOCK = threading.Lock()  # reset_parameters draws from torch's global RNG
 
 
 # ---------------------------------------------------------------- deletion and insertion
@@ -121,12 +123,13 @@ def randomised_copy(model: nn.Module, layers: Sequence[str] | None = None, seed:
     """A deep copy of ``model`` whose ``layers`` (default: top_layers) are re-initialised, and their names.
 
     Every submodule with ``reset_parameters`` is reset under a forked, seeded RNG, so the copy is the same for
-    a seed and the global random state is untouched.
+    a seed and the global random state is untouched; a lock keeps concurrent calls (web requests) from
+    drawing from each other's seeded stream.
     """
     layers = tuple(layers) if layers is not None else top_layers(model)
     clone = copy.deepcopy(model)
     device = next(clone.parameters()).device
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with _RESET_LOCK, torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for name in layers:
             for module in clone.get_submodule(name).modules():

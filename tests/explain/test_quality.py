@@ -1,6 +1,8 @@
 """Quality of explanations: deletion/insertion against hand-built images, the sanity check on a trained
 vs randomised network, agreement and stability, and the plain-language readings."""
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -196,6 +198,26 @@ def test_randomised_copy_leaves_the_model_and_global_rng_alone(trained_net):
         assert torch.equal(value, copy_b.state_dict()[name])
         changed = not torch.equal(value, before[name])
         assert changed == name.startswith(tuple(f"{layer}." for layer in layers)), name
+
+
+def test_randomised_copies_made_concurrently_equal_those_made_alone():
+    from core.nets import WideResNet18
+
+    net = WideResNet18(width=8, in_channels=1, num_classes=2).eval()  # big enough for threads to interleave
+    seeds = [0, 1, 2, 3] * 2
+    alone = {s: randomised_copy(net, seed=s)[0].state_dict() for s in set(seeds)}
+    together: list[dict] = [{} for _ in seeds]
+
+    def work(i: int) -> None:
+        together[i] = randomised_copy(net, seed=seeds[i])[0].state_dict()
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(seeds))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for s, state in zip(seeds, together, strict=True):
+        assert all(torch.equal(alone[s][k], state[k]) for k in alone[s])
 
 
 def test_top_layers_of_a_resnet_are_its_last_block_and_head():
