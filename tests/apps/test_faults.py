@@ -217,7 +217,7 @@ def test_unwritable_cache_folder_still_serves_and_indexes_similar_cases_in_memor
         app.stop()
     assert set(probs) == set(CLASS_NAMES)
     assert f"similar cases: {2 * 4} images indexed (built)" in log, log[-3000:]
-    assert "not writable" in log and "cached in memory" in log, log[-3000:]  # the operator is told why
+    assert f"the cache folder {blocker} is not writable" in log, log[-3000:]  # the operator is told, in the log
     assert "Traceback" not in log, log[-3000:]
     assert blocker.read_text() == "not a folder"
 
@@ -246,6 +246,7 @@ def test_client_that_disconnects_mid_lime_frees_the_cpu(no_data_app, tmp_path):
     config = httpx.get(f"{url}/config", timeout=30).json()
     (fn_index,) = [d["id"] for d in config["dependencies"] if d.get("api_name") == "explain"]
     image = sample_png(tmp_path)
+    base = _cpu_during(no_data_app.proc.pid, 4.0)  # an idle server still ticks (upload sweeps, event loop)
     with httpx.Client(base_url=f"{url}/gradio_api", timeout=60) as client:
         (path,) = client.post("/upload", files={"files": (image.name, image.read_bytes(), "image/png")}).json()
         session = secrets.token_hex(6)
@@ -264,8 +265,10 @@ def test_client_that_disconnects_mid_lime_frees_the_cpu(no_data_app, tmp_path):
         # leaving both blocks closed the connection without reading the rest: the browser tab was closed
     time.sleep(3.0)
     idle = _cpu_during(no_data_app.proc.pid, 4.0)
-    assert busy > 0.4, f"LIME used only {busy:.2f} CPU-s in 4 s: it was not running"
-    assert idle < 0.25 * busy, f"after the client left the server still used {idle:.2f} CPU-s in 4 s (was {busy:.2f})"
+    work, left = busy - base, idle - base
+    assert work > 0.3, f"LIME added only {work:.2f} CPU-s in 4 s to the idle {base:.2f}: it was not running"
+    assert left < 0.25 * work, f"after the client left the server still did {left:.2f} CPU-s of work in 4 s " \
+                               f"(LIME: {work:.2f}, idle: {base:.2f})"
     assert set(predicts(no_data_app, image)) == set(CLASS_NAMES)  # and it still serves
     assert "Traceback" not in no_data_app.log()
 
