@@ -88,7 +88,7 @@ class SimilarCases:
         with self._lock:
             if self._index is not None and self._images is not None:
                 return (f"Nearest of {self._index.n_samples_fit_:,} training X-rays in {self.model_name}'s "
-                        "embedding space.")
+                        "embedding space (caption: label · cosine distance).")
             if self._problem is not None:
                 return f"Similar cases are unavailable: {self._problem}"
             return f"The similar-cases index is being built ({self._progress:.0%}); try again in a moment."

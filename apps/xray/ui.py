@@ -234,7 +234,8 @@ class XrayUI:
             [self.state, self.work, self.stability_mean, self.stability_spread, self.stability_note], **heavy)
         self.stop_button.click(None, cancels=[explained, assessed, stability, *follow_ups])
         for control in style:
-            control.change(self.on_style, [self.state, *style], board, **fast)
+            control.change(self.on_style, [self.state, *style], [*board, self.stability_mean, self.stability_spread],
+                           **fast)
         self.clear_button.click(self.on_clear, [self.state, *style], [self.state, *board], **fast)
         self.report_button.click(self.on_report, [self.state, self.report_format, *style],
                                  [self.report_file, self.work], **{**heavy, "show_progress_on": [self.report_file]})
@@ -275,15 +276,17 @@ class XrayUI:
         return {**self._analyse(image, name, model_key, views.Style(*style)), **reset}
 
     @guarded()
-    def on_example(self, model_key: str, *style_and_event: Any) -> dict:
-        """An example thumbnail was clicked."""
-        *style, evt = style_and_event
+    def on_example(self, model_key: str, cmap: str, signed_cmap: str, opacity: float, evt: gr.SelectData) -> dict:
+        """An example thumbnail was clicked (Gradio passes the click as ``evt``, found by its type)."""
         example = self.examples[evt.index]
-        return self._analyse(load_image(example.path), example.label, model_key, views.Style(*style))
+        return self._analyse(load_image(example.path), example.label, model_key, views.Style(cmap, signed_cmap,
+                                                                                             opacity))
 
     @guarded()
     def on_model(self, session: Session | None, model_key: str, *style: Any) -> dict:
         """Another model was chosen: predict again and restart the board with its first map."""
+        if session is not None and session.model_key == model_key:
+            return {self.state: gr.skip()}  # the same model picked again: keep the board
         if session is None:
             loaded = get_model(model_key)
             return {self.target: gr.Dropdown([PREDICTED, *loaded.spec.class_names], value=PREDICTED),
@@ -373,8 +376,14 @@ class XrayUI:
 
     @guarded()
     def on_style(self, session: Session | None, *style: Any) -> dict:
-        """Colour map or opacity changed: redraw the board without recomputing."""
-        return self._board(session, views.Style(*style))
+        """Colour map or opacity changed: redraw the board (and the stability view) without recomputing."""
+        look = views.Style(*style)
+        redrawn = self._board(session, look)
+        result = session.stability if session else None
+        if result is not None:
+            redrawn[self.stability_mean] = views.overlay_map(session, result.mean, METHODS[result.method].signed, look)
+            redrawn[self.stability_spread] = views.spread(result.spread, look)
+        return redrawn
 
     @guarded()
     def on_clear(self, session: Session | None, *style: Any) -> dict:
@@ -391,7 +400,7 @@ class XrayUI:
         neighbours = self.similar.query(session.image.array)
         session.neighbours = neighbours
         return {self.state: session, self.similar_note: self.similar.status(),
-                self.similar_gallery: [(n.thumbnail, f"{n.label} · distance {n.distance:.3f}") for n in neighbours]}
+                self.similar_gallery: [(n.thumbnail, f"{n.label} · {n.distance:.3f}") for n in neighbours]}
 
     @guarded("work")
     def on_report(self, session: Session | None, fmt: str, *style: Any) -> dict:
