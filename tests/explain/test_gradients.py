@@ -105,6 +105,7 @@ def test_integrated_gradients_completeness_and_captum_on_the_bundled_model(bundl
 
 
 @pytest.mark.data
+@pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require gradients")
 def test_saliency_matches_captum_on_the_bundled_model(bundled, xray):
     from captum.attr import Saliency
 
