@@ -125,6 +125,19 @@ def test_bad_settings_give_specific_errors(xray_client, xray_server, params, mes
         _call(xray_client, _handle(xray_server.images("NORMAL")[0]), method, params, api_name="/explain")
 
 
+def test_a_dicom_is_explained_without_leaking_identifiers(xray_client, tmp_path):
+    from tests.core.corpus import dicom_bytes
+
+    ramp = (np.add.outer(np.arange(128), np.arange(128)) * 16).astype(np.uint16)
+    dicom = tmp_path / "study.dcm"
+    dicom.write_bytes(dicom_bytes(ramp))
+    overlay_path, summary = _call(xray_client, _handle(dicom), "grad_cam", "{}", api_name="/explain")
+    text = json.dumps(summary)
+    assert "SECRET-12345" not in text and "Doe" not in text and "19800101" not in text
+    assert set(summary["probabilities"]) == {"NORMAL", "PNEUMONIA"}
+    assert Path(overlay_path).stat().st_size > 0
+
+
 # ---------------------------------------------------------------- hostile files
 
 

@@ -247,6 +247,16 @@ def test_summary_is_plain_json(session):
     assert '"deletion_auc": null' in text
 
 
+def test_dicom_metadata_shown_is_the_safe_subset():
+    from core.io import load_image
+    from tests.core.corpus import dicom_bytes
+
+    image = load_image(dicom_bytes((np.arange(64 * 64).reshape(64, 64) % 4096).astype(np.uint16)))
+    text = views.metadata(image)
+    assert "modality: CR" in text and "view: PA" in text and "bit depth: 12" in text
+    assert "Doe" not in text and "SECRET" not in text
+
+
 # ---------------------------------------------------------------- pictures and report
 
 
