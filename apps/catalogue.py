@@ -1,4 +1,4 @@
-"""The classroom's table of contents: one entry per page file under ``apps/pages/``.
+"""The classroom's table of contents: one entry per page file under ``apps/classroom/``.
 
 The Streamlit entry builds its navigation from this list and the home page links to every entry,
 so adding a lesson is one line here plus its page file.
@@ -21,18 +21,18 @@ class Lesson:
 
 
 LESSONS: list[Lesson] = [
-    Lesson("Lessons", "pages/receptive_field.py", "Receptive field", ":material/center_focus_strong:",
-           "what one unit sees: layer arithmetic, real networks with skip paths, effective receptive fields, dilation"),
-    Lesson("Lessons", "pages/convolution.py", "Convolution playground", ":material/grid_on:",
+    Lesson("Lessons", "classroom/convolution.py", "Convolution playground", ":material/grid_on:",
            "kernels, padding, stride and dilation on real images; the size formula; one output cell by hand"),
-    Lesson("Lessons", "pages/pooling.py", "Max-pool backprop", ":material/call_split:",
+    Lesson("Lessons", "classroom/receptive_field.py", "Receptive field", ":material/center_focus_strong:",
+           "what one unit sees: layer arithmetic, real networks with skip paths, effective receptive fields, dilation"),
+    Lesson("Lessons", "classroom/pooling.py", "Max-pool backprop", ":material/call_split:",
            "pooling forward and backward step by step, overlapping windows, ties, strided-conv gradients"),
-    Lesson("Lessons", "pages/activations.py", "Activation functions", ":material/show_chart:",
+    Lesson("Lessons", "classroom/activations.py", "Activation functions", ":material/show_chart:",
            "curves and derivatives, where each saturates, softmax temperature, vanishing gradients"),
-    Lesson("Inside a trained network", "pages/embeddings.py", "Embedding explorer", ":material/scatter_plot:",
+    Lesson("Inside a trained network", "classroom/embeddings.py", "Embedding explorer", ":material/scatter_plot:",
            "t-SNE / UMAP maps of what the network learned, similar cases, mistakes, trained vs untrained"),
-    Lesson("Inside a trained network", "pages/feature_maps.py", "Feature maps and filters", ":material/layers:",
+    Lesson("Inside a trained network", "classroom/feature_maps.py", "Feature maps and filters", ":material/layers:",
            "every channel of any layer on your image, the learned first-layer filters, trained vs untrained"),
-    Lesson("Inside a trained network", "pages/activation_max.py", "Activation maximisation", ":material/auto_awesome:",
+    Lesson("Inside a trained network", "classroom/activation_max.py", "Activation maximisation", ":material/auto_awesome:",
            "synthesise the image that most excites a class or a channel, starting from noise"),
 ]

@@ -1,6 +1,6 @@
 """CNN Lens classroom: the Streamlit entry point (``streamlit run apps/streamlit_app.py``).
 
-Thin by design: each lesson is one file under ``apps/pages/``; the maths lives in ``core``.
+Thin by design: each lesson is one file under ``apps/classroom/``; the maths lives in ``core``.
 """
 
 import sys
@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # make `core` i
 from apps.catalogue import LESSONS
 
 st.set_page_config(page_title="CNN Lens", page_icon=":material/visibility:", layout="wide")
-navigation: dict[str, list] = {"CNN Lens": [st.Page("pages/home.py", title="Home", icon=":material/home:",
+navigation: dict[str, list] = {"CNN Lens": [st.Page("classroom/home.py", title="Home", icon=":material/home:",
                                                     default=True)]}
 for lesson in LESSONS:
     navigation.setdefault(lesson.group, []).append(st.Page(lesson.file, title=lesson.title, icon=lesson.icon))

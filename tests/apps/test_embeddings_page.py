@@ -21,7 +21,7 @@ from core.zoo import load_model, predict, preprocess
 from tests.conftest import free_port, start_server, stop_server
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGE = str(ROOT / "apps" / "pages" / "embeddings.py")
+PAGE = str(ROOT / "apps" / "classroom" / "embeddings.py")
 PER_CLASS = 12
 if str(ROOT) not in sys.path:  # AppTest runs the page in this process; its `import apps...` needs the repo root
     sys.path.insert(0, str(ROOT))

@@ -41,7 +41,7 @@ def run(at: AppTest) -> AppTest:
 
 
 def page(name: str) -> AppTest:
-    return run(AppTest.from_file(str(ROOT / "apps" / "pages" / f"{name}.py"), default_timeout=600))
+    return run(AppTest.from_file(str(ROOT / "apps" / "classroom" / f"{name}.py"), default_timeout=600))
 
 
 def chart(at: AppTest, key: str) -> dict:

@@ -18,7 +18,7 @@ from core.lessons import activations as A
 from core.lessons import conv, pooling
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGES = ROOT / "apps" / "pages"
+PAGES = ROOT / "apps" / "classroom"
 if str(ROOT) not in sys.path:  # AppTest runs the page in this process; its `import apps...` needs the repo root
     sys.path.insert(0, str(ROOT))
 

@@ -21,7 +21,7 @@ from core.lessons.conv import sample_image
 from core.zoo import get_spec, load_model, preprocess
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGE = ROOT / "apps" / "pages" / "receptive_field.py"
+PAGE = ROOT / "apps" / "classroom" / "receptive_field.py"
 if str(ROOT) not in sys.path:  # AppTest runs the page in this process; its imports need the repo root
     sys.path.insert(0, str(ROOT))
 
