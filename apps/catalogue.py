@@ -33,6 +33,7 @@ LESSONS: list[Lesson] = [
            "t-SNE / UMAP maps of what the network learned, similar cases, mistakes, trained vs untrained"),
     Lesson("Inside a trained network", "classroom/feature_maps.py", "Feature maps and filters", ":material/layers:",
            "every channel of any layer on your image, the learned first-layer filters, trained vs untrained"),
-    Lesson("Inside a trained network", "classroom/activation_max.py", "Activation maximisation", ":material/auto_awesome:",
+    Lesson("Inside a trained network", "classroom/activation_max.py", "Activation maximisation",
+           ":material/auto_awesome:",
            "synthesise the image that most excites a class or a channel, starting from noise"),
 ]

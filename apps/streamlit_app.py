@@ -1,6 +1,7 @@
 """CNN Lens classroom: the Streamlit entry point (``streamlit run apps/streamlit_app.py``).
 
-Thin by design: each lesson is one file under ``apps/classroom/``; the maths lives in ``core``.
+Thin by design: each lesson is one file under ``apps/classroom/`` (not ``pages/``: Streamlit would also serve
+that folder as old-style pages, bypassing this navigation); the maths lives in ``core``.
 """
 
 import sys

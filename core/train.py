@@ -113,7 +113,8 @@ def train(args: argparse.Namespace) -> dict:
             if stale >= args.patience:
                 print(f"early stop: no validation AUC gain for {args.patience} epochs")
                 break
-    best.update(loss_history=[round(v, 4) for v in history], seconds=round(time.time() - started, 1), n_train=len(train_idx), n_val=len(val_idx),
+    best.update(loss_history=[round(v, 4) for v in history], seconds=round(time.time() - started, 1),
+                n_train=len(train_idx), n_val=len(val_idx),
                 train_patients=len(set(map(patient_id, train_idx.paths))),
                 val_patients=len(set(map(patient_id, val_idx.paths))))
     return best
