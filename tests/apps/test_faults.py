@@ -301,22 +301,26 @@ def pages_under(tmp: Path, files: list[str], **env: str) -> dict[str, dict[str, 
     return json.loads(lines[-1].removeprefix("PAGES="))
 
 
+# What a model page says when the bundled weights are unusable. A missing (or unreadable) file drops the bundled
+# model from core.zoo.list_specs, so a page falls back to the first ImageNet model and says why that one is unusable.
+PAGE_REASONS = {"missing": "needs torchvision's ImageNet weights",
+                "tensors that do not fit": f"{WEIGHTS_NAME} does not match its architecture"}
+
+
 @pytest.mark.data
-@pytest.mark.parametrize("damage", ["missing", "tensors that do not fit"])
-def test_model_pages_show_why_the_bundled_model_is_unusable(tmp_path, damage):
-    make, phrase = BROKEN_WEIGHTS[damage]
+@pytest.mark.parametrize("damage", list(PAGE_REASONS))
+def test_model_pages_show_an_error_not_an_exception_without_usable_weights(tmp_path, damage):
     models = tmp_path / "models"
     models.mkdir()
-    make(models)
+    BROKEN_WEIGHTS[damage][0](models)
     data = small_data_folder(tmp_path / "data")  # with X-rays at hand the pages default to the bundled model
     shown = pages_under(tmp_path, MODEL_PAGES, CNNLENS_MODELS=str(models), CNNLENS_DATA=str(data))
+    assert set(shown) == set(MODEL_PAGES)
     for file, seen in shown.items():
         assert not seen["exceptions"], (file, seen["exceptions"])
         assert seen["titles"], f"{file} rendered nothing"
         messages = seen["errors"] + seen["warnings"]
-        assert messages, f"{file} shows no error or warning although no model can be loaded"
-        assert any("cxr-resnet18" in m and phrase in m for m in messages), (file, messages)
-        assert all(len(m) < 1500 for m in messages), (file, [m[:300] for m in messages])
+        assert any(PAGE_REASONS[damage] in m for m in messages), (file, [m[:300] for m in messages])
 
 
 def test_every_page_renders_without_a_data_folder(tmp_path):
