@@ -62,9 +62,14 @@ def launch(port: int, log: Path) -> tuple[subprocess.Popen, float, float]:
 
 
 def in_process_seconds(paths: list, repeats: int) -> float:
-    """Median seconds of predict + Grad-CAM + overlay computed in this process (the floor of a request pair)."""
+    """Median seconds of predict + Grad-CAM + overlay computed in this process (the floor of a request pair),
+    with one torch thread like the server's requests."""
+    import torch
+
     from apps.xray import analysis, views
     from core.io import load_image
+
+    torch.set_num_threads(1)
 
     def once(path: object) -> None:
         session = analysis.open_session(load_image(path), "bench", "cxr-resnet18")
