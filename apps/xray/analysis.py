@@ -28,7 +28,6 @@ CURVE_STEPS = 32  # deletion / insertion steps: enough for a stable AUC, cheap o
 REFERENCE_SEEDS = (0, 1, 2)  # random maps averaged for the reference curves
 REFERENCE_GRID = 10  # random maps vary on a 10 x 10 grid: regions about the size of a CAM cell
 STABILITY_SEEDS = (0, 1, 2)
-RESERVED = ("target", "layer", "seed")  # keys of the API's JSON that are not method parameters
 
 
 def default_method() -> str:

@@ -257,6 +257,32 @@ def test_dicom_metadata_shown_is_the_safe_subset():
     assert "Doe" not in text and "SECRET" not in text
 
 
+@pytest.mark.data
+def test_similar_cases_find_an_indexed_image_first(monkeypatch, tmp_path):
+    from apps.xray.similar import SimilarCases
+    from core.data import data_dir
+    from core.io import load_image
+
+    source = data_dir()
+    assert source is not None, "set CNNLENS_DATA or deselect with -m 'not data'"
+    for label in ("NORMAL", "PNEUMONIA"):
+        (tmp_path / "data" / label).mkdir(parents=True)
+        for path in sorted((source / label).iterdir())[:3]:
+            (tmp_path / "data" / label / path.name).symlink_to(path)
+    monkeypatch.setenv("CNNLENS_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("CNNLENS_CACHE", str(tmp_path / "cache"))
+    similar = SimilarCases("cxr-resnet18")
+    assert similar.query(RAMP) == []  # not started: nothing, and no error
+    similar.start()
+    assert similar.wait(timeout=300)
+    assert "Nearest of 6 training X-rays" in similar.status()
+    query = sorted((tmp_path / "data" / "PNEUMONIA").iterdir())[1]
+    found = similar.query(load_image(query).array, k=4)
+    assert len(found) == 4 and found[0].item == f"PNEUMONIA/{query.name}" and found[0].label == "PNEUMONIA"
+    assert found[0].distance < 1e-5 and [n.distance for n in found] == sorted(n.distance for n in found)
+    assert found[0].thumbnail.dtype == np.uint8 and max(found[0].thumbnail.shape[:2]) == 128
+
+
 # ---------------------------------------------------------------- pictures and report
 
 
