@@ -3,7 +3,8 @@
 Each figure comes with a floor measured in the same run, so the ratios travel between machines:
 - ready-to-serve vs importing gradio + torch + core in a fresh interpreter (the part no app code can avoid);
 - /predict followed by /explain (Grad-CAM, no trust checks) through gradio_client vs the same computation
-  in-process (preprocess, forward, Grad-CAM, overlay), i.e. the cost of the web round trips and the queue.
+  in-process (preprocess, forward, Grad-CAM, overlay), i.e. the cost of the web round trips and the queue;
+  also /explain alone, whose summary already carries the probabilities (one round trip instead of two).
 
     python -m bench.app_latency [--repeats 30] [--json]
 """
@@ -99,14 +100,17 @@ def run(repeats: int) -> dict:
         port = proc.args[-1]
     try:
         client = Client(f"http://127.0.0.1:{port}", verbose=False)
-        pair = []
+        pair, single = [], []
         for i in range(repeats + 1):
             image = handle_file(str(paths[i % len(paths)]))
             start = time.perf_counter()
             client.predict(image, api_name="/predict")
             client.predict(image, "grad_cam", '{"quality": false}', api_name="/explain")
-            if i:  # the first pair warms up caches
-                pair.append(time.perf_counter() - start)
+            middle = time.perf_counter()
+            client.predict(image, "grad_cam", '{"quality": false}', api_name="/explain")  # carries the probabilities
+            if i:  # the first round warms up caches
+                pair.append(middle - start)
+                single.append(time.perf_counter() - middle)
         peak = rss_mib(proc.pid)[1]
     finally:
         proc.terminate()
@@ -115,7 +119,8 @@ def run(repeats: int) -> dict:
     p50 = statistics.median(pair)
     return {"ready_s": ready, "import_floor_s": floor_import, "ready_ratio": ready / floor_import,
             "similar_index_ready_s": index_ready,
-            "predict_gradcam_p50_s": p50, "in_process_p50_s": floor_pair, "request_ratio": p50 / floor_pair,
+            "predict_gradcam_p50_s": p50, "explain_only_p50_s": statistics.median(single),
+            "in_process_p50_s": floor_pair, "request_ratio": p50 / floor_pair,
             "server_peak_rss_mib": peak}
 
 
