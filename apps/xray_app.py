@@ -13,6 +13,7 @@ import argparse
 import atexit
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -43,6 +44,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--upload-grace", type=float, default=60.0,
                         help="seconds after its last use before an uploaded file is deleted")
     return parser.parse_args(argv)
+
+
+def _stop(signum: int, frame: object) -> None:
+    """SIGTERM (systemd, ``docker stop``) stops the app as Ctrl-C does, so the clean-up registered with atexit runs."""
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -78,6 +84,12 @@ def main(argv: list[str] | None = None) -> None:
     limits = Limits(args.fast_concurrency, args.heavy_concurrency)
     demo = XrayUI(zoo, janitor, similar, pick_examples(), limits).build()
     demo.queue(default_concurrency_limit=1, max_size=args.max_queue)
+    from gradio.route_utils import delete_files_created_by_app
+
+    # Gradio deletes the maps it served when its server shuts down, but not while a visitor's open tab holds a
+    # connection (it gives up after 5 s and the process ends), so they are deleted at exit too.
+    atexit.register(delete_files_created_by_app, demo, None)
+    signal.signal(signal.SIGTERM, _stop)
     log.info("ready to serve after %.1f s", time.perf_counter() - STARTED)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, show_error=False,
                 max_file_size=f"{args.max_upload_mb}mb",
