@@ -3,6 +3,7 @@ exact Shapley values by enumeration, the `lime` package, determinism, channels a
 
 import itertools
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -260,6 +261,25 @@ def test_three_channel_batches_match_single_images(method):
         alone = explain(model, images[i:i + 1], method, target=1, hide="zero", n_samples=200, n_segments=16,
                         **extra)[0]
         np.testing.assert_allclose(e.heatmap, alone.heatmap, atol=1e-7)
+
+
+@pytest.mark.parametrize("method", ["lime", "kernel_shap"])
+def test_concurrent_calls_on_one_model_get_their_own_maps(method):
+    model = small_cnn()
+    images = [block_image(20 + i, noise=0.1)[None] for i in range(3)]
+    alone = [explain(model, x, method, n_samples=100, seed=i)[0].heatmap for i, x in enumerate(images)]
+    together: list[np.ndarray | None] = [None] * 6
+
+    def work(k: int) -> None:
+        together[k] = explain(model, images[k % 3], method, n_samples=100, seed=k % 3)[0].heatmap
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k, heat in enumerate(together):
+        np.testing.assert_array_equal(heat, alone[k % 3])
 
 
 def test_top_regions_and_signed_explanation():
