@@ -118,7 +118,10 @@ def run(clients: int, requests: int, lime_every: int, max_seconds: float) -> dic
         peak = rss_mib(proc.pid)[1]
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
     rows = []
     for kind in sorted({k for k, _, _ in records}):
         lat = [t for k, t, ok in records if k == kind and ok]
