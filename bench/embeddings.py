@@ -7,7 +7,7 @@ without and with the background warm-up, a warm UMAP call, and a cached rerun of
 the folder, load the model, read embeddings, map and scores from the disk cache, build the plot).
 Targets: embeddings < 60 s, t-SNE < 20 s, cached rerun < 2 s.
 
-    python -m bench.embeddings [--json] [--limit N] [--batch-size 64] [--workers 0]
+    python -m bench.embeddings [--json] [--limit N] [--batch-size 64] [--workers N]
 
 A temporary cache folder is used, so every number is a cold computation except the "cached" ones.
 """
@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON object of results")
     p.add_argument("--limit", type=int, default=None, help="embed a stratified subset of this many images")
     p.add_argument("--batch-size", type=int, default=E.features.BATCH_SIZE)
-    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes for decoding")
+    p.add_argument("--workers", type=int, default=None,
+                   help="DataLoader worker processes for decoding (default: core.embed's choice)")
     p.add_argument("--umap-child", help=argparse.SUPPRESS)
     p.add_argument("--warm", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -135,8 +136,9 @@ def main(argv: list[str] | None = None) -> None:
         floor, decode = forward_floor(images, sorted({8, 16, 32, 64, 128, args.batch_size}))
         loaded = load_model(MODEL)
         log("embedding…")
+        workers = E.features.default_workers(n) if args.workers is None else args.workers
         emb, embed_s = timed(lambda: E.embed(loaded, images, cache=cache, batch_size=args.batch_size,
-                                             num_workers=args.workers, show_progress=not args.json))
+                                             num_workers=workers, show_progress=not args.json))
         floor_s = floor[args.batch_size] * n
         log("t-SNE…")
         vectors = emb.vectors
@@ -153,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
         rerun_s = min(cached_rerun(cache, None, args.limit) for _ in range(3))
 
     results = {
-        "images": n, "dimensions": int(vectors.shape[1]), "batch_size": args.batch_size, "workers": args.workers,
+        "images": n, "dimensions": int(vectors.shape[1]), "batch_size": args.batch_size, "workers": workers,
         "torch_threads": torch.get_num_threads(),
         "embed_s": embed_s, "images_per_s": n / embed_s, "floor_s": floor_s, "ratio_to_floor": embed_s / floor_s,
         "decode_preprocess_s": decode * n,
@@ -168,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         print(json.dumps(results, indent=2))
         return
-    print(f"{n} X-rays with {MODEL} ({vectors.shape[1]}-D), batch {args.batch_size}, {args.workers} workers, "
+    print(f"{n} X-rays with {MODEL} ({vectors.shape[1]}-D), batch {args.batch_size}, {workers} workers, "
           f"{torch.get_num_threads()} threads")
     rows = [
         {"step": "embeddings", "seconds": embed_s, "target": 60.0,
