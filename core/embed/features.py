@@ -2,10 +2,10 @@
 
 Images are decoded and preprocessed exactly as the apps do (``core.zoo.preprocess``, batched) by a DataLoader, run
 through the model in batches of 64, and the chosen layer's output is captured by a forward hook. Batch size was
-measured (``bench/embeddings.py`` prints the sweep): on this shared 2-core CPU, forward time per image fell
-steadily with the batch, 64 being 1.5-1.6x faster than 16 in three interleaved runs. The result is cached on
-disk under a key made of the weights, the layer, the preprocessing and the data's fingerprint, so a rerun with
-the same inputs is a file read.
+measured (``bench/embeddings.py`` prints the sweep): on an idle 2-core CPU, 16 is best (3.0 ms per image against
+3.6 for 64), but with other work on the cores 64 was 1.5-3x faster than 16 in every run; 64 risks little and
+saves much. The result is cached on disk under a key made of the weights, the layer, the preprocessing and the
+data's fingerprint, so a rerun with the same inputs is a file read.
 """
 
 from __future__ import annotations
