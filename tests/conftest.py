@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -29,34 +30,76 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 120.0) -> None:
-    """Block until something listens on ``port`` or fail with the server's output."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 300.0) -> None:
+    """Block until something listens on ``port`` or fail when the process exits or the time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited early:\n{proc.stdout.read() if proc.stdout else ''}")
+            raise RuntimeError(f"server exited early ({proc.returncode})")
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.3)
-    raise TimeoutError(f"nothing listened on port {port} within {timeout} s")
+    raise TimeoutError(f"nothing listened on port {port} within {timeout:.0f} s")
 
 
-def start_server(cmd: list[str], port: int, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Start a server process from the repo root and wait until it listens."""
-    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    wait_for_port(port, proc)
-    return proc
+@dataclass
+class LiveServer:
+    """A server process whose stdout and stderr go to ``log_path``.
+
+    A file, not a pipe: a pipe nobody drains fills up and blocks the server, and ``select`` on a buffered pipe
+    misses lines already read into Python's buffer.
+    """
+
+    proc: subprocess.Popen
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        """Everything the process has printed so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, text: str, timeout: float = 300.0) -> None:
+        """Block until the log contains ``text`` (fail with the log otherwise)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"the server never logged {text!r}:\n{self.log()[-4000:]}")
+            time.sleep(0.3)
+
+    def stop(self) -> None:
+        """Terminate (SIGTERM, as a service manager does), then kill if it lingers."""
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
-def stop_server(proc: subprocess.Popen) -> None:
-    """Terminate a server started by start_server."""
-    proc.terminate()
+def start_server(cmd: list[str], port: int, log_path: Path, env: dict[str, str] | None = None,
+                 timeout: float = 300.0) -> LiveServer:
+    """Start a server process from the repo root, its output going to ``log_path``; wait until it listens."""
+    with log_path.open("w") as handle:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **(env or {})})
+    server = LiveServer(proc, port, log_path)
     try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        wait_for_port(port, proc, timeout)
+    except (RuntimeError, TimeoutError) as err:
+        server.stop()
+        raise AssertionError(f"{err}:\n{server.log()[-4000:]}") from err
+    return server
+
+
+def wait_for_plots(page, count: int, timeout: float = 180_000) -> None:
+    """Block until ``count`` plotly charts have drawn: Streamlit loads plotly lazily, after the script finished."""
+    drawn = "[...document.querySelectorAll('.js-plotly-plot')].filter(p => p.querySelector('.main-svg')).length"
+    page.wait_for_function(f"() => {drawn} >= {count}", timeout=timeout)
 
 
 @pytest.fixture(scope="session")
@@ -78,11 +121,11 @@ def browser():
 
 
 @pytest.fixture(scope="session")
-def streamlit_url() -> Iterator[str]:
+def streamlit_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A live Streamlit classroom on a free local port."""
     port = free_port()
-    proc = start_server([sys.executable, "-m", "streamlit", "run", "apps/streamlit_app.py",
-                         "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true"],
-                        port)
-    yield f"http://127.0.0.1:{port}"
-    stop_server(proc)
+    server = start_server([sys.executable, "-m", "streamlit", "run", "apps/streamlit_app.py",
+                           "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true"],
+                          port, tmp_path_factory.mktemp("streamlit") / "server.log")
+    yield server.url
+    server.stop()

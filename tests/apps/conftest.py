@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import select
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from core.data import CLASS_NAMES, data_dir
-from tests.conftest import free_port, start_server, stop_server
+from tests.conftest import free_port, start_server
 
 PER_CLASS = 8  # the server's data folder: enough for examples and a similar-cases index, quick to embed
 
@@ -32,22 +29,6 @@ class XrayServer:
         return sorted((self.data / label).iterdir())
 
 
-def _wait_for_line(proc: subprocess.Popen, text: str, timeout: float) -> None:
-    """Read the server's output until a line contains ``text`` (fail with what was read otherwise)."""
-    seen: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 1.0)
-        if ready:
-            line = proc.stdout.readline()
-            seen.append(line)
-            if text in line:
-                return
-            if not line and proc.poll() is not None:
-                break
-    raise AssertionError(f"the server never logged {text!r}:\n{''.join(seen[-30:])}")
-
-
 @pytest.fixture(scope="session")
 def xray_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[XrayServer]:
     """The X-ray app on a free port, with its own data folder, embedding cache and Gradio temp folder."""
@@ -63,10 +44,11 @@ def xray_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[XrayServer
     port = free_port()
     env = {"CNNLENS_DATA": str(root), "CNNLENS_CACHE": str(tmp_path_factory.mktemp("cnnlens-cache")),
            "GRADIO_TEMP_DIR": str(gradio_tmp), "GRADIO_ANALYTICS_ENABLED": "False"}
-    proc = start_server([sys.executable, "apps/xray_app.py", "--port", str(port), "--upload-grace", "5"], port, env)
-    _wait_for_line(proc, "similar cases:", timeout=180)  # the index is built in the background after start-up
-    yield XrayServer(f"http://127.0.0.1:{port}", proc.pid, root, gradio_tmp)
-    stop_server(proc)
+    server = start_server([sys.executable, "apps/xray_app.py", "--port", str(port), "--upload-grace", "5"], port,
+                          tmp_path_factory.mktemp("xray-log") / "server.log", env)
+    server.wait_for_log("similar cases:")  # the index is built in the background after start-up
+    yield XrayServer(server.url, server.proc.pid, root, gradio_tmp)
+    server.stop()
 
 
 @pytest.fixture(scope="session")

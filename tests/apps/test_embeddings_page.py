@@ -18,7 +18,7 @@ from streamlit.testing.v1 import AppTest
 from core.data import CLASS_NAMES, data_dir, patient_id
 from core.io import load_image
 from core.zoo import load_model, predict, preprocess
-from tests.conftest import free_port, start_server, stop_server
+from tests.conftest import free_port, start_server
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = str(ROOT / "apps" / "classroom" / "embeddings.py")
@@ -197,13 +197,14 @@ def test_digits_fallback(env):
 
 # ---------------------------------------------------------------------------------------------- browser
 @pytest.fixture(scope="module")
-def explorer_url(env) -> Iterator[str]:
+def explorer_url(env, tmp_path_factory) -> Iterator[str]:
     """The classroom on a free port, reading the small data folder and caching in the temp folder."""
     port = free_port()
-    proc = start_server([sys.executable, "-m", "streamlit", "run", "apps/streamlit_app.py", "--server.port",
-                         str(port), "--server.address", "127.0.0.1", "--server.headless", "true"], port, env)
-    yield f"http://127.0.0.1:{port}"
-    stop_server(proc)
+    server = start_server([sys.executable, "-m", "streamlit", "run", "apps/streamlit_app.py", "--server.port",
+                           str(port), "--server.address", "127.0.0.1", "--server.headless", "true"], port,
+                          tmp_path_factory.mktemp("explorer") / "server.log", env)
+    yield server.url
+    server.stop()
 
 
 @pytest.mark.browser

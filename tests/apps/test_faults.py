@@ -14,12 +14,10 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +26,7 @@ from PIL import Image
 
 from apps.catalogue import LESSONS
 from core.data import CLASS_NAMES, data_dir
-from tests.conftest import free_port
+from tests.conftest import LiveServer, free_port, start_server
 
 ROOT = Path(__file__).resolve().parents[2]
 APPS = ROOT / "apps"
@@ -42,39 +40,6 @@ START_TIMEOUT = 300.0
 # ------------------------------------------------------------------------------------------ a live app process
 
 
-@dataclass
-class LiveApp:
-    """An X-ray app process whose stdout and stderr go to ``log_path``."""
-
-    proc: subprocess.Popen
-    port: int
-    log_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        """Everything the process has printed so far."""
-        return self.log_path.read_text(errors="replace")
-
-    def wait_for_log(self, text: str, timeout: float = START_TIMEOUT) -> None:
-        """Block until the log contains ``text`` (fail with the log otherwise)."""
-        deadline = time.monotonic() + timeout
-        while text not in self.log():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"the app never logged {text!r}:\n{self.log()[-4000:]}")
-            time.sleep(0.3)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
 def app_env(tmp: Path, **extra: str) -> dict[str, str]:
     """Environment for an app process: this one's, plus no analytics, an empty torch hub cache and ``extra``."""
     torch_home = tmp / "torch-home"
@@ -83,25 +48,11 @@ def app_env(tmp: Path, **extra: str) -> dict[str, str]:
             "TORCH_HOME": str(torch_home), "GRADIO_TEMP_DIR": str(tmp / "gradio-tmp"), **extra}
 
 
-def launch_xray(tmp: Path, env: dict[str, str], *args: str) -> LiveApp:
+def launch_xray(tmp: Path, env: dict[str, str], *args: str) -> LiveServer:
     """Start ``apps/xray_app.py`` on a free port and wait until it listens (fail with its log if it exits)."""
     port = free_port()
-    log_path = tmp / f"xray-{port}.log"
-    with log_path.open("w") as handle:
-        proc = subprocess.Popen([sys.executable, "apps/xray_app.py", "--port", str(port), *args], cwd=ROOT, env=env,
-                                stdout=handle, stderr=subprocess.STDOUT)
-    app = LiveApp(proc, port, log_path)
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        if proc.poll() is not None:
-            raise AssertionError(f"the app exited ({proc.returncode}) instead of serving:\n{app.log()[-4000:]}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return app
-        if time.monotonic() > deadline:
-            app.stop()
-            raise AssertionError(f"the app did not listen within {START_TIMEOUT:.0f} s:\n{app.log()[-4000:]}")
-        time.sleep(0.3)
+    return start_server([sys.executable, "apps/xray_app.py", "--port", str(port), *args], port,
+                        tmp / f"xray-{port}.log", env, timeout=START_TIMEOUT)
 
 
 def small_data_folder(root: Path, per_class: int = 4) -> Path:
@@ -125,7 +76,7 @@ def sample_png(tmp: Path, name: str = "chest.png") -> Path:
 
 
 
-def predicts(app: LiveApp, image: Path) -> dict[str, float]:
+def predicts(app: LiveServer, image: Path) -> dict[str, float]:
     """The app's /predict answer for one file, as {class: probability}."""
     from gradio_client import Client, handle_file
 
@@ -179,7 +130,7 @@ def test_app_without_usable_weights_exits_with_one_clear_line(tmp_path, damage):
 
 
 @pytest.fixture(scope="module")
-def no_data_app(tmp_path_factory) -> Iterator[LiveApp]:
+def no_data_app(tmp_path_factory) -> Iterator[LiveServer]:
     """The app with $CNNLENS_DATA pointing at a folder that does not exist."""
     tmp = tmp_path_factory.mktemp("no-data")
     app = launch_xray(tmp, app_env(tmp, CNNLENS_DATA=str(tmp / "no-such-folder"), CNNLENS_CACHE=str(tmp / "cache")),

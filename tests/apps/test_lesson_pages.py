@@ -16,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.lessons import activations as A
 from core.lessons import conv, pooling
+from tests.conftest import wait_for_plots
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = ROOT / "apps" / "classroom"
@@ -313,7 +314,7 @@ def test_page_renders_in_chromium(browser, streamlit_url, artifacts, path, title
         assert page.locator("h1").first.inner_text() == title
         assert page.get_by_text(text).count() >= 1
         assert page.locator("[data-testid='stException']").count() == 0
-        assert page.locator(".js-plotly-plot").count() >= 3
+        wait_for_plots(page, 3)
         height = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
         page.set_viewport_size({"width": 1400, "height": min(height + 50, 16_000)})  # Streamlit scrolls inside
         page.wait_for_timeout(2000)

@@ -29,8 +29,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.apps.test_faults import ROOT, LiveApp, app_env, launch_xray, sample_png
-from tests.conftest import free_port, wait_for_port
+from tests.apps.test_faults import ROOT, app_env, launch_xray, sample_png
+from tests.conftest import LiveServer, free_port, wait_for_port
 from tests.core.corpus import dicom_bytes
 
 # Tags beyond corpus.dicom_bytes' own (PatientName Doe^Jane, PatientID SECRET-12345, birth 19800101, study 20240102).
@@ -77,7 +77,7 @@ def changed(before: dict[Path, tuple[int, int]], after: dict[Path, tuple[int, in
 class Server:
     """The module's app and the folders it was given."""
 
-    app: LiveApp
+    app: LiveServer
     gradio_tmp: Path
     private: dict[str, Path]  # folders that only this server uses: name -> path
 
