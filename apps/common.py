@@ -6,7 +6,7 @@ import os
 
 import streamlit as st
 
-from core.zoo import DISCLAIMER
+from core.zoo import DISCLAIMER, LoadedModel, ModelUnavailable, load_model, model_names
 
 XRAY_APP_URL = os.environ.get("CNNLENS_XRAY_URL", "http://127.0.0.1:7860")
 ATTRIBUTION = (
@@ -26,3 +26,33 @@ def page_footer() -> None:
     """Data attribution at the bottom of a page."""
     st.divider()
     st.caption(f"{DISCLAIMER} {ATTRIBUTION}")
+
+
+@st.cache_resource(show_spinner="Loading the model…", ttl=600)
+def cached_model(name: str) -> tuple[LoadedModel | None, str]:
+    """A zoo model, or None and the reason it cannot be loaded here (re-checked every 10 minutes, so weights
+    fetched meanwhile are picked up without a restart)."""
+    try:
+        return load_model(name), ""
+    except ModelUnavailable as err:
+        return None, str(err)
+
+
+def model_picker(key: str) -> LoadedModel:
+    """Sidebar choice of a zoo model; models that cannot load here are listed with the reason, and picking one
+    stops the page with that reason instead of failing later."""
+    side = st.sidebar
+    side.header("Model")
+    status = {name: cached_model(name) for name in model_names()}
+    name = side.selectbox("Model", list(status), key=key,
+                          format_func=lambda n: n if status[n][0] is not None else f"{n} (unavailable)")
+    unavailable = {n: why for n, (model_or_none, why) in status.items() if model_or_none is None}
+    if unavailable:
+        with side.expander(f"{len(unavailable)} unavailable here"):
+            for n, why in unavailable.items():
+                st.caption(f"**{n}** is unavailable: {why}")
+    loaded, reason = status[name]
+    if loaded is None:
+        st.error(f"{name} cannot be used here. {reason}")
+        st.stop()
+    return loaded

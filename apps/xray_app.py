@@ -54,6 +54,9 @@ def _stop(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Load the models and index once, build the page and serve it."""
     args = parse_args(argv)
+    from apps.xray.limits import cap_malloc_arenas
+
+    cap_malloc_arenas()  # first, before torch and the server start threads
     import torch
 
     # One thread per request: on a shared CPU a multi-threaded forward waits for descheduled OpenMP threads
@@ -63,10 +66,11 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up probes, one line each
     from apps.xray.examples import pick_examples
     from apps.xray.limits import Limits
-    from apps.xray.models import BUNDLED, get_model, zoo_status
+    from apps.xray.models import get_model, zoo_status
     from apps.xray.similar import SimilarCases
     from apps.xray.ui import CSS, XrayUI
     from apps.xray.uploads import UploadJanitor
+    from core.zoo import BUNDLED
 
     zoo = zoo_status()
     for name, reason in zoo.unavailable.items():

@@ -298,7 +298,7 @@ def _untrained() -> LoadedModel:
     spec = ModelSpec("cxr-resnet18 (untrained)", "untrained copy of the bundled architecture", "resnet18-w32",
                      Preprocessing(SIDE, 1, (0.5,), (0.25,)), ("NORMAL", "PNEUMONIA"), "layer4", "avgpool",
                      lambda: WideResNet18(32, 1, 2), lambda _m: None, "none")
-    return instantiate(spec, pretrained=False)
+    return instantiate(spec)  # its load_weights does nothing: random initial weights
 
 
 def measure(case: Case, s: Setup, repeats_scale: float = 1.0) -> dict[str, Any]:

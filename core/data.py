@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from core.io import load_image
-from core.zoo import Preprocessing, preprocess
+from core.zoo import Preprocessing, TrainingSplit, preprocess
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FALLBACK_DATA = REPO_ROOT.parent / "shared" / "data" / "chest_xray" / "train"
@@ -122,6 +122,14 @@ def patient_split(index: ImageFolderIndex, val_fraction: float = 0.2, seed: int 
     folds = StratifiedGroupKFold(n_splits=round(1 / val_fraction), shuffle=True, random_state=seed)
     train_idx, val_idx = next(folds.split(np.zeros(len(index)), index.labels, groups))
     return index.subset(train_idx), index.subset(val_idx)
+
+
+def held_out_paths(index: ImageFolderIndex, split: TrainingSplit) -> frozenset[Path] | None:
+    """The images of ``index`` a model trained with ``split`` never saw (its validation patients), recomputed:
+    the split is deterministic for a seed. None when ``index`` is not the folder it was trained on (the
+    recomputed validation set has another size)."""
+    _, val = patient_split(index, split.val_fraction, split.seed)
+    return frozenset(val.paths) if len(val) == split.n_val else None
 
 
 def load_tensors(index: ImageFolderIndex, prep: Preprocessing, progress: bool = True) -> torch.Tensor:

@@ -78,6 +78,7 @@ def train(args: argparse.Namespace) -> dict:
     config = {
         "architecture": "resnet18", "width": args.width, "channels": 1, "input_size": args.size,
         "mean": [mean], "std": [std], "class_names": list(CLASS_NAMES), "seed": args.seed,
+        "val_fraction": args.val_fraction, "limit": args.limit,
         "description": f"ResNet-18 topology at width {args.width}, {args.size} px grayscale, "
                        f"trained from scratch on pediatric chest X-rays. {DISCLAIMER}",
     }

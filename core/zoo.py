@@ -8,6 +8,7 @@ Loaded models are cached per process and placed on CUDA when present.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import threading
@@ -27,7 +28,8 @@ from core.io import LoadedImage
 from core.nets import WideResNet18
 
 MODELS_DIR = Path(os.environ.get("CNNLENS_MODELS", Path(__file__).resolve().parent.parent / "models"))
-BUNDLED_WEIGHTS = MODELS_DIR / "cxr-resnet18.safetensors"
+BUNDLED = "cxr-resnet18"
+BUNDLED_WEIGHTS = MODELS_DIR / f"{BUNDLED}.safetensors"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DISCLAIMER = "For education and research only. Not for diagnosis or any clinical decision."
@@ -48,6 +50,15 @@ class Preprocessing:
 
 
 @dataclass(frozen=True)
+class TrainingSplit:
+    """How ``core.train`` split its data folder by patient: enough to recompute which images a model never saw."""
+
+    seed: int
+    val_fraction: float
+    n_val: int  # validation images, to check that a recomputed split is the one trained on
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """Everything the apps need to know about a model without loading it."""
 
@@ -61,6 +72,7 @@ class ModelSpec:
     build: Callable[[], nn.Module]
     load_weights: Callable[[nn.Module], None]
     weights_source: str
+    training_split: TrainingSplit | None = None  # set for checkpoints written by core.train
 
 
 @dataclass(frozen=True)
@@ -100,6 +112,12 @@ def read_checkpoint_config(path: Path) -> dict:
         raise ModelUnavailable(f"Weights file {path.name} is corrupt or not safetensors ({err}).") from err
 
 
+def _first_lines(message: str, limit: int = 300) -> str:
+    """The start of an error message as one line: torch lists every mismatched tensor on a line of its own."""
+    text = " ".join(line.strip() for line in message.splitlines()[:2])
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def spec_from_checkpoint(path: Path, name: str | None = None) -> ModelSpec:
     """Build a spec for a checkpoint written by ``core.train``."""
     path = Path(path)
@@ -114,7 +132,8 @@ def spec_from_checkpoint(path: Path, name: str | None = None) -> ModelSpec:
         try:
             model.load_state_dict(load_file(str(path)))
         except Exception as err:
-            raise ModelUnavailable(f"Weights file {path.name} does not match its architecture ({err}).") from err
+            raise ModelUnavailable(f"Weights file {path.name} does not match its architecture "
+                                   f"({_first_lines(str(err))}).") from err
 
     return ModelSpec(
         name=name or path.stem,
@@ -127,7 +146,15 @@ def spec_from_checkpoint(path: Path, name: str | None = None) -> ModelSpec:
         build=build,
         load_weights=load_weights,
         weights_source=str(path),
+        training_split=_training_split(cfg),
     )
+
+
+def _training_split(cfg: dict) -> TrainingSplit | None:
+    if "seed" not in cfg or "n" not in cfg.get("validation", {}) or cfg.get("limit"):
+        return None  # not from core.train, or trained on a random subset that cannot be matched to a folder
+    # checkpoints from before val_fraction was recorded (the bundled one) used core.train's default, 0.2
+    return TrainingSplit(int(cfg["seed"]), float(cfg.get("val_fraction", 0.2)), int(cfg["validation"]["n"]))
 
 
 # ---------------------------------------------------------------- torchvision ImageNet models
@@ -165,7 +192,7 @@ def _imagenet_spec(name: str, arch: str, weights_enum: tvm.WeightsEnum, cam_laye
 def _registry() -> dict[str, ModelSpec]:
     specs: dict[str, ModelSpec] = {}
     with contextlib.suppress(ModelUnavailable):  # get_spec("cxr-resnet18") reports why it is missing
-        specs["cxr-resnet18"] = spec_from_checkpoint(BUNDLED_WEIGHTS, "cxr-resnet18")
+        specs[BUNDLED] = spec_from_checkpoint(BUNDLED_WEIGHTS, BUNDLED)
     specs["resnet18-imagenet"] = _imagenet_spec(
         "resnet18-imagenet", "resnet18", tvm.ResNet18_Weights.IMAGENET1K_V1, "layer4", "avgpool")
     specs["densenet121-imagenet"] = _imagenet_spec(
@@ -175,8 +202,13 @@ def _registry() -> dict[str, ModelSpec]:
 
 
 def list_specs() -> dict[str, ModelSpec]:
-    """All known model specs by name (bundled first)."""
+    """The specs that can be built here, by name (bundled first; a missing or corrupt bundled file is left out)."""
     return _registry()
+
+
+def model_names() -> list[str]:
+    """Every zoo name, usable here or not (bundled first): ``load_model`` says why one cannot be used."""
+    return [BUNDLED, *(name for name in _registry() if name != BUNDLED)]
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -184,7 +216,7 @@ def get_spec(name: str) -> ModelSpec:
     specs = _registry()
     if name in specs:
         return specs[name]
-    if name == "cxr-resnet18":
+    if name == BUNDLED:
         return spec_from_checkpoint(BUNDLED_WEIGHTS, name)  # raises ModelUnavailable saying what is wrong
     if name.endswith(".safetensors"):
         return spec_from_checkpoint(Path(name))
@@ -205,13 +237,25 @@ def load_model(name: str, device: torch.device | None = None) -> LoadedModel:
         return _CACHE[key]
 
 
-def instantiate(spec: ModelSpec, device: torch.device | None = None, pretrained: bool = True) -> LoadedModel:
-    """Build a spec's model (with weights unless ``pretrained`` is False), in eval mode on ``device``."""
+def instantiate(spec: ModelSpec, device: torch.device | None = None) -> LoadedModel:
+    """Build a spec's model with its weights, in eval mode on ``device`` (default: CUDA if present)."""
     model = spec.build()
-    if pretrained:
-        spec.load_weights(model)
+    spec.load_weights(model)
     device = device or default_device()
     return LoadedModel(spec, model.to(device).eval(), device)
+
+
+def untrained_copy(spec: ModelSpec, device: torch.device | None = None, seed: int = 0) -> LoadedModel:
+    """The spec's architecture with seeded random initial weights, for trained-vs-untrained comparisons.
+
+    It trained on nothing, so its spec records no training split. The global RNG is forked, so callers' random
+    streams are unaffected.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = spec.build()
+    device = device or default_device()
+    return LoadedModel(dataclasses.replace(spec, training_split=None), model.to(device).eval(), device)
 
 
 def get_layer(model: nn.Module, name: str) -> nn.Module:

@@ -10,10 +10,10 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from apps.common import page_footer, page_header
+from apps.common import model_picker, page_footer, page_header
 from core.lessons.activation_max import Settings, Synthesis, Target, maximise
 from core.lessons.features import spatial_layers
-from core.zoo import LoadedModel, ModelUnavailable, list_specs, load_model, predict, preprocess
+from core.zoo import LoadedModel, predict, preprocess
 
 DEFAULTS = Settings()
 
@@ -26,15 +26,6 @@ page_header(
     "pixel noise, random **jitter** so the pattern cannot rely on exact pixel positions, and a **blur** every few "
     "steps. The result shows what the network has learned to look for, not what pneumonia looks like.",
 )
-
-
-@st.cache_resource(show_spinner="Loading the model…", ttl=600)
-def _load(name: str) -> tuple[LoadedModel | None, str]:
-    """The trained model, or None and the reason it cannot be loaded here (re-checked every 10 minutes)."""
-    try:
-        return load_model(name), ""
-    except ModelUnavailable as err:
-        return None, str(err)
 
 
 @st.cache_data(show_spinner=False)
@@ -78,21 +69,9 @@ def picture(img: np.ndarray, height: int, stretch: bool) -> object:
 
 
 # ------------------------------------------------------------------------------------ model
+loaded = model_picker("am_model")
+model_name = loaded.spec.name
 side = st.sidebar
-side.header("Model")
-names = list(list_specs())
-status = {name: _load(name) for name in names}
-model_name = side.selectbox("Model", names, key="am_model",
-                            format_func=lambda n: n if status[n][0] is not None else f"{n} (unavailable)")
-unavailable = {name: why for name, (model_or_none, why) in status.items() if model_or_none is None}
-if unavailable:
-    with side.expander(f"{len(unavailable)} unavailable here"):
-        for name, why in unavailable.items():
-            st.caption(f"**{name}** is unavailable: {why}")
-loaded, reason = status[model_name]
-if loaded is None:
-    st.error(f"{model_name} cannot be used here. {reason}")
-    st.stop()
 spec = loaded.spec
 side.caption(f"Runs on **{loaded.device.type.upper()}**.")
 

@@ -6,8 +6,7 @@ import streamlit as st
 
 from apps.common import page_footer, page_header
 from apps.grid_plots import PADDING_FILL, TARGET, WINDOW, Highlight, Panel, grid_figure, image_figure
-from core.data import CLASS_NAMES, data_dir, index_folder
-from core.io import ImageError, load_image
+from apps.image_picker import SAMPLE, pick_image
 from core.lessons import conv
 
 page_header(
@@ -19,56 +18,9 @@ page_header(
 )
 
 
-@st.cache_data(show_spinner=False)
-def _sample(name: str, side: int) -> np.ndarray:
-    return conv.to_gray(conv.sample_image(name), side)
-
-
-@st.cache_data(show_spinner=False)
-def _xray_paths(root: str) -> dict[str, list[str]]:
-    index = index_folder(root, CLASS_NAMES)
-    return {name: [str(p) for p, label in zip(index.paths, index.labels, strict=True) if label == i]
-            for i, name in enumerate(index.class_names)}
-
-
-@st.cache_data(show_spinner=False, max_entries=8)
-def _decoded(source: bytes | str, side: int) -> tuple[np.ndarray, tuple[str, ...]]:
-    loaded = load_image(source)
-    return conv.to_gray(loaded.array, side), loaded.notes
-
-
-def _choose_image(side: int) -> tuple[np.ndarray | None, str]:
-    """The input image from the chosen source, or None with an error already shown."""
-    root = data_dir()
-    sources = ["scikit-image sample", "upload", *(["chest X-ray"] if root else [])]
-    source = st.radio("Image", sources, horizontal=True, key="conv_source")
-    if source == "upload":
-        upload = st.file_uploader("PNG, JPEG, TIFF, BMP or DICOM", key="conv_upload")
-        if upload is None:
-            st.info("Choose a file; until then the camera sample is used.")
-            return _sample("camera", side), "camera (scikit-image)"
-        try:
-            image, notes = _decoded(upload.getvalue(), side)
-        except ImageError as err:
-            st.error(f"Could not use {upload.name}: {err}")
-            return None, ""
-        for note in notes:
-            st.caption(note)
-        return image, upload.name
-    if source == "chest X-ray":
-        paths = _xray_paths(str(root))
-        label = st.selectbox("Class", list(paths), key="conv_xray_class")
-        number = st.number_input(f"Image number (of {len(paths[label])})", 1, len(paths[label]), 1,
-                                 key="conv_xray_index")
-        path = paths[label][number - 1]
-        try:
-            image, _ = _decoded(path, side)
-        except ImageError as err:
-            st.error(f"Could not read this X-ray: {err}")
-            return None, ""
-        return image, f"{label} X-ray #{number}"
-    name = st.selectbox("Sample", conv.SAMPLES, key="conv_sample")
-    return _sample(name, side), f"{name} (scikit-image)"
+@st.cache_data(show_spinner=False, max_entries=16)
+def _gray(image: np.ndarray, side: int) -> np.ndarray:
+    return conv.to_gray(image, side)
 
 
 def _kernel_editor() -> np.ndarray:
@@ -245,14 +197,14 @@ def _costs() -> None:
 left, middle, right = st.columns([1.2, 1, 1], gap="large")
 with left:
     side = st.select_slider("Work at (longest side, px)", [64, 96, 128, 192, 256], value=128, key="conv_side")
-    image, image_name = _choose_image(side)
+    picked = pick_image("conv", default=SAMPLE, fallback="camera")
 with middle:
     kernel = _kernel_editor()
 with right:
     settings = _settings()
 
-if image is not None:
-    _playground(image, image_name, kernel, settings)
+if picked is not None:
+    _playground(_gray(picked.array, side), picked.name, kernel, settings)
 _step_through(kernel, settings)
 _multi_channel()
 _costs()

@@ -13,12 +13,13 @@ from apps.common import page_footer, page_header
 from core import embed as E
 from core.data import data_dir
 from core.embed.digits import DIGITS_MODEL
+from core.embed.held_out import held_out_mask
 from core.embed.models import UNTRAINED_SUFFIX
 from core.embed.plot import COLOUR_BY, classes_match, csv_bytes, points_table, scatter_figure, scatter_png
 from core.explain import METHODS, explain
 from core.explain.render import overlay
 from core.io import ImageError, load_image
-from core.zoo import LoadedModel, ModelUnavailable, preprocess
+from core.zoo import LoadedModel, ModelSpec, ModelUnavailable, preprocess
 
 page_header(
     "Embedding explorer",
@@ -66,6 +67,11 @@ def _subsample(fingerprint: str, n: int, seed: int, _images: E.ImageSet) -> E.Im
 @st.cache_resource(show_spinner="Loading the model (the digits CNN trains once, in seconds)…", max_entries=6)
 def _model(name: str) -> LoadedModel:
     return E.load(name)
+
+
+@st.cache_data(show_spinner="Finding the patients the model never trained on…", max_entries=8)
+def _held_out(fingerprint: str, model_name: str, _images: E.ImageSet, _spec: ModelSpec) -> np.ndarray | None:
+    return held_out_mask(_images, _spec)
 
 
 @st.cache_resource(show_spinner=False, max_entries=12)
@@ -200,8 +206,9 @@ metric = c2.selectbox("Distance", E.METRICS, index=1, key="emb_metric",
                       help="Cosine compares the directions of the vectors; Euclidean also their lengths. Used by "
                            "the map, the scores and the neighbour search.")
 has_correct = classes_match(subset.class_names, loaded.spec.class_names)
-colour_by = c3.selectbox("Colour by", [c for c in COLOUR_BY if has_correct or c != "correct / incorrect"],
-                         key="emb_colour")
+held_out = _held_out(subset.fingerprint, model_name, subset, loaded.spec)
+hidden = {*([] if has_correct else ["correct / incorrect"]), *([] if held_out is not None else ["training / held-out"])}
+colour_by = c3.selectbox("Colour by", [c for c in COLOUR_BY if c not in hidden], key="emb_colour")
 with c4.popover("Map settings", width="stretch"):
     perplexity = st.slider("t-SNE perplexity", 5, 100, 30, key="emb_perp",
                            help="Roughly the number of neighbours each point keeps close.")
@@ -215,18 +222,25 @@ params = E.ProjectionParams(method, metric, map_seed, perplexity, n_neighbors, m
 
 with st.spinner(f"Computing the {method} map of {len(emb):,} points…"):
     xy = _projection(emb.key, params, emb.vectors)
-table = points_table(subset, emb, xy, loaded.spec.class_names)
+table = points_table(subset, emb, xy, loaded.spec.class_names, held_out)
 k = 10
 sep = _separation(emb.key, k, metric, emb.vectors, labels, groups)
 
 # ------------------------------------------------------------------------------------ numbers
 m = st.columns(5)
 m[0].metric("Images", f"{len(emb):,}", help=f"{images.name}; {len(emb.skipped)} unreadable skipped")
-if has_correct:
+held_rows = table["split"].eq("held out").fillna(False).to_numpy(bool)
+if has_correct and held_rows.any():
+    m[1].metric("Held-out accuracy", f"{table['correct'][held_rows].mean():.1%}",
+                help=f"On the {held_rows.sum():,} images shown from patients {model_name} never trained on (its "
+                     f"validation patients, recomputed from the seed its checkpoint records). On all "
+                     f"{len(table):,} images, training ones included: {table['correct'].mean():.1%}. Colour by "
+                     "**training / held-out** to see them.")
+elif has_correct:
     m[1].metric("Model accuracy", f"{table['correct'].mean():.1%}",
                 help=f"{int((~table['correct']).sum())} misclassified, ringed in the map. Measured on these "
-                     "images: where the model was trained on them (the bundled model saw 80% of the X-ray folder's "
-                     "patients; the digits CNN the train/ half), this is not a test result.")
+                     "images: where the model was trained on them (the digits CNN on the train/ half), this is "
+                     "not a test result.")
 else:
     m[1].metric("Model accuracy", "—", help="The model's classes are not this dataset's classes.")
 m[2].metric("Silhouette", f"{sep.silhouette:.3f}", help=f"{metric} distance, full {emb.vectors.shape[1]}-D space")

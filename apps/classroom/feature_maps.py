@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from apps.common import page_footer, page_header
-from core.data import CLASS_NAMES, data_dir, index_folder
+from apps.common import model_picker, page_footer, page_header
+from apps.image_picker import pick_image
 from core.explain.render import overlay
-from core.io import ImageError, load_image
-from core.lessons import conv
 from core.lessons import features as F
-from core.zoo import LoadedModel, ModelUnavailable, denormalise, list_specs, load_model, predict, preprocess
+from core.zoo import LoadedModel, denormalise, get_spec, predict, preprocess, untrained_copy
 
 page_header(
     "Feature maps and filters",
@@ -29,36 +25,9 @@ page_header(
 
 
 # ------------------------------------------------------------------------------------ cached building blocks
-@st.cache_resource(show_spinner="Loading the model…", ttl=600)
-def _load(name: str) -> tuple[LoadedModel | None, str]:
-    """The trained model, or None and the reason it cannot be loaded here (re-checked every 10 minutes)."""
-    try:
-        return load_model(name), ""
-    except ModelUnavailable as err:
-        return None, str(err)
-
-
 @st.cache_resource(show_spinner=False)
 def _untrained(name: str) -> LoadedModel:
-    return F.untrained_copy(list_specs()[name], seed=0)
-
-
-@st.cache_data(show_spinner=False)
-def _xray_paths(root: str) -> dict[str, list[str]]:
-    index = index_folder(root, CLASS_NAMES)
-    return {name: [str(p) for p, label in zip(index.paths, index.labels, strict=True) if label == i]
-            for i, name in enumerate(index.class_names)}
-
-
-@st.cache_data(show_spinner=False, max_entries=16)
-def _decode(source: bytes | str) -> tuple[np.ndarray, tuple[str, ...]]:
-    loaded = load_image(source)
-    return loaded.array, loaded.notes
-
-
-@st.cache_data(show_spinner=False, max_entries=8)
-def _sample(name: str) -> np.ndarray:
-    return conv.sample_image(name).astype(np.float32)
+    return untrained_copy(get_spec(name), seed=0)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -113,56 +82,16 @@ def map_figure(values: np.ndarray, title: str) -> go.Figure:
 
 
 # ------------------------------------------------------------------------------------ model and image
+loaded = model_picker("fm_model")
+model_name = loaded.spec.name
 side = st.sidebar
-side.header("Model")
-names = list(list_specs())
-status = {name: _load(name) for name in names}
-model_name = side.selectbox(
-    "Model", names, key="fm_model",
-    format_func=lambda n: n if status[n][0] is not None else f"{n} (unavailable)")
-unavailable = {name: why for name, (model_or_none, why) in status.items() if model_or_none is None}
-if unavailable:
-    with side.expander(f"{len(unavailable)} unavailable here"):
-        for name, why in unavailable.items():
-            st.caption(f"**{name}** is unavailable: {why}")
-loaded, reason = status[model_name]
-if loaded is None:
-    st.error(f"{model_name} cannot be used here. {reason}")
-    st.stop()
 spec = loaded.spec
 
 side.header("Image")
-root = data_dir()
-sources = [*(["Chest X-ray"] if root else []), "scikit-image sample", "Upload"]
-source = side.radio("Source", sources, key="fm_source")
-image: np.ndarray | None = None
-if source == "Chest X-ray":
-    paths = _xray_paths(str(root))
-    label = side.selectbox("Class", list(paths), index=len(paths) - 1, key="fm_class")
-    number = side.number_input(f"Image number (of {len(paths[label])})", 1, len(paths[label]), 1, key="fm_number")
-    image_key, image_name = paths[label][number - 1], f"{label} X-ray #{number}"
-    try:
-        image, notes = _decode(image_key)
-    except ImageError as err:
-        st.error(f"Could not read this X-ray: {err}")
-elif source == "scikit-image sample":
-    sample = side.selectbox("Sample", conv.SAMPLES, key="fm_sample")
-    image, notes, image_key, image_name = _sample(sample), (), f"skimage:{sample}", f"{sample} (scikit-image)"
-else:
-    upload = side.file_uploader("PNG, JPEG, TIFF, BMP or DICOM", key="fm_upload")
-    if upload is None:
-        st.info("Choose a file in the sidebar (PNG, JPEG, TIFF, BMP or DICOM).")
-        st.stop()
-    data = upload.getvalue()
-    image_key, image_name = hashlib.sha256(data).hexdigest(), upload.name
-    try:
-        image, notes = _decode(data)
-    except ImageError as err:
-        st.error(f"Could not use {upload.name}: {err}")
-if image is None:
+picked = pick_image("fm", sidebar=True)
+if picked is None:
     st.stop()
-for note in notes:
-    side.caption(note)
+image, image_key, image_name = picked.array, picked.key, picked.name
 
 x = preprocess(image, spec.preprocessing, loaded.device)
 seen = denormalise(x, spec.preprocessing)  # what the network sees: resized, channel-converted

@@ -12,8 +12,8 @@ import torch
 from plotly.subplots import make_subplots
 
 from apps.common import page_footer, page_header
-from core.data import CLASS_NAMES, data_dir, index_folder
-from core.io import ImageError, load_image
+from apps.image_picker import decode, pick_image, xray_paths
+from core.data import data_dir
 from core.lessons import receptive_field as rf
 from core.lessons.conv import SAMPLES, sample_image
 from core.zoo import ModelUnavailable, Preprocessing, denormalise, preprocess
@@ -61,39 +61,24 @@ def _prep(net: Network, size: int) -> Preprocessing:
     return Preprocessing(size, 1, (0.0,), (1.0,))
 
 
-@st.cache_data(show_spinner=False)
-def _xray_choices(root: str) -> dict[str, str]:
-    """Four X-rays of each class (evenly spaced through the folder), labelled for a select box."""
-    index = index_folder(root, CLASS_NAMES)
-    choices = {}
-    for label, name in enumerate(index.class_names):
-        paths = [p for p, y in zip(index.paths, index.labels, strict=True) if y == label]
-        for p in paths[:: max(1, len(paths) // 4)][:4]:
-            choices[f"{name} · {p.name}"] = str(p)
-    return choices
-
-
-@st.cache_data(show_spinner=False, max_entries=32)
-def _decode(source: bytes | str) -> np.ndarray:
-    return load_image(source).array
-
-
 def _extra_images(count: int, skip: str) -> list[np.ndarray]:
-    """Other inputs to average the effective receptive field over: X-rays if present, else scikit-image samples."""
+    """Other inputs to average the effective receptive field over: up to four X-rays of each class (evenly spaced
+    through the folder) if present, else scikit-image samples; never the image with key ``skip`` again."""
     root = data_dir()
     if root:
-        return [_decode(p) for name, p in _xray_choices(str(root)).items() if name != skip][:count]
-    return [sample_image(name) for name in SAMPLES if not skip.startswith(name)][:count]
+        paths = [p for ps in xray_paths(str(root)).values() for p in ps[:: max(1, len(ps) // 4)][:4] if p != skip]
+        return [decode(p)[0] for p in paths[:count]]
+    return [sample_image(name) for name in SAMPLES if skip != f"skimage:{name}"][:count]
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _erf(net: Network, trained: bool, node: str, unit: tuple[int, int], size: int, image: np.ndarray,
-         image_name: str, n_inputs: int) -> np.ndarray:
+         image_key: str, n_inputs: int) -> np.ndarray:
     if not isinstance(net, str):  # a stack's rows are numbered; its torch module names layers by position
         rows = [r.name for r in rf.analyse_stack(net, size).rows]
         node = rf.stack_node_names(_model(net, False))[rows.index(node)]
     prep = _prep(net, size)
-    batch = torch.cat([preprocess(a, prep) for a in [image, *_extra_images(n_inputs - 1, image_name)]])
+    batch = torch.cat([preprocess(a, prep) for a in [image, *_extra_images(n_inputs - 1, image_key)]])
     return rf.effective_receptive_field(_probe(net, trained, node), batch, unit)
 
 
@@ -265,27 +250,6 @@ def _stack_editor() -> tuple[rf.LayerSpec, ...] | None:
     return tuple(layers)
 
 
-def _choose_image(size: int) -> tuple[np.ndarray | None, str]:
-    root = data_dir()
-    sources = [*(["chest X-ray"] if root else []), "scikit-image sample", "upload"]
-    source = st.radio("Image", sources, horizontal=True, key="rf_image_source")
-    if source == "chest X-ray":
-        choices = _xray_choices(str(root))
-        name = st.selectbox("X-ray", list(choices), key="rf_xray")
-        return _decode(choices[name]), name
-    if source == "upload":
-        upload = st.file_uploader("PNG, JPEG, TIFF, BMP or DICOM", key="rf_upload")
-        if upload is None:
-            return sample_image("camera"), "camera (until you upload a file)"
-        try:
-            return _decode(upload.getvalue()), upload.name
-        except ImageError as err:
-            st.error(f"Could not use {upload.name}: {err}")
-            return None, ""
-    name = st.selectbox("Sample", SAMPLES, key="rf_sample")
-    return sample_image(name), f"{name} (scikit-image)"
-
-
 def _pick_unit(key: str, width: int) -> None:
     """Click callback: the clicked dot (trace 1 of the unit figure, row-major) becomes the chosen unit."""
     dots = [p for p in st.session_state[f"{key}_click"].selection.points if p.get("curve_number") == 1]
@@ -306,11 +270,12 @@ with net_col:
         size = st.select_slider("Input size (px)", [64, 96, 128, 160, 192, 224, 256, 320],
                                 value=rf.architecture_preprocessing(net).size, key=f"rf_size_{net}")
 with image_col:
-    image, image_name = _choose_image(int(size))
+    picked = pick_image("rf", fallback="camera")
 
-if net is None or image is None:
+if net is None or picked is None:
     page_footer()
     st.stop()
+image, image_key, image_name = picked.array, picked.key, picked.name
 size = int(size)
 net_key = net if isinstance(net, str) else "stack-" + hashlib.md5(repr(net).encode()).hexdigest()[:10]
 try:
@@ -395,9 +360,9 @@ with tabs[2]:
         fraction = c2.slider("Mass the circle holds", 0.5, 0.99, 0.9, 0.01, key="rf_erf_fraction")
         maps: dict[str, np.ndarray] = {}
         with st.spinner("Back-propagating from the unit to the input…"):
-            maps["random weights"] = _erf(net, False, node, unit, size, image, image_name, n_inputs)
+            maps["random weights"] = _erf(net, False, node, unit, size, image, image_key, n_inputs)
             try:
-                maps["trained weights"] = _erf(net, True, node, unit, size, image, image_name, n_inputs)
+                maps["trained weights"] = _erf(net, True, node, unit, size, image, image_key, n_inputs)
             except ModelUnavailable as err:
                 trained_note = str(err)
             else:

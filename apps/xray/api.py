@@ -23,11 +23,11 @@ import numpy as np
 from apps.xray import analysis, views
 from apps.xray.cancel import Cancelled, progress_callback
 from apps.xray.limits import Limits
-from apps.xray.models import BUNDLED, ZooStatus
+from apps.xray.models import ZooStatus
 from apps.xray.uploads import UploadError, UploadJanitor
 from core.explain.base import METHODS
 from core.io import ImageError, load_image
-from core.zoo import DISCLAIMER, ModelUnavailable
+from core.zoo import BUNDLED, DISCLAIMER, ModelUnavailable
 
 log = logging.getLogger(__name__)
 # Keys of /explain's JSON that are not method parameters.

@@ -31,13 +31,12 @@ from core.zoo import (
     Preprocessing,
     get_spec,
     instantiate,
-    list_specs,
     load_model,
+    model_names,
     read_checkpoint_config,
     spec_from_checkpoint,
 )
 
-BUNDLED = "cxr-resnet18"
 USER_PREFIX = "user:"
 MAX_USER_MODELS = 2
 MAX_WEIGHTS_BYTES = 600 * 2**20
@@ -58,37 +57,25 @@ def zoo_status() -> ZooStatus:
 
     Bundled models are loaded here (once per process), since a file whose header reads fine can still hold
     tensors that do not fit its architecture."""
-    specs = list_specs()
     available: list[str] = []
     unavailable: dict[str, str] = {}
-    if BUNDLED not in specs:
+    for name in model_names():
         try:
-            get_spec(BUNDLED)
-        except ModelUnavailable as err:
-            unavailable[BUNDLED] = str(err)
-    for name, spec in specs.items():
-        source = spec.weights_source
-        if source.startswith(("http://", "https://")):
-            cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(source).name
-            if not cached.is_file():
-                unavailable[name] = (f"needs torchvision's ImageNet weights ({cached.name}), which are not in the "
-                                     f"torch hub cache ({cached.parent}); this app never downloads, so fetch them "
-                                     "once with internet access.")
-                continue
-        else:
-            try:
+            spec = get_spec(name)  # the bundled model's file is read here: missing or corrupt is reported
+            source = spec.weights_source
+            if source.startswith(("http://", "https://")):
+                cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(source).name
+                if not cached.is_file():
+                    raise ModelUnavailable(
+                        f"needs torchvision's ImageNet weights ({cached.name}), which are not in the torch hub "
+                        f"cache ({cached.parent}); this app never downloads, so fetch them once with internet access.")
+            else:
                 load_model(name)
-            except ModelUnavailable as err:
-                unavailable[name] = _one_line(str(err))
-                continue
+        except ModelUnavailable as err:
+            unavailable[name] = str(err)
+            continue
         available.append(name)
     return ZooStatus(tuple(available), unavailable)
-
-
-def _one_line(message: str, limit: int = 400) -> str:
-    """A loader's message as one line (torch lists every mismatched tensor on a line of its own)."""
-    text = " ".join(line.strip() for line in message.splitlines()[:2])
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 _USER: OrderedDict[str, LoadedModel] = OrderedDict()

@@ -24,7 +24,7 @@ from apps.xray.cancel import Cancelled, progress_callback
 from apps.xray.controls import method_controls
 from apps.xray.examples import Example
 from apps.xray.limits import Limits
-from apps.xray.models import ARCHITECTURES, BUNDLED, ZooStatus, get_model, load_user_checkpoint
+from apps.xray.models import ARCHITECTURES, ZooStatus, get_model, load_user_checkpoint
 from apps.xray.report import write_report
 from apps.xray.session import MAX_PANELS, Session
 from apps.xray.similar import SimilarCases
@@ -32,7 +32,7 @@ from apps.xray.uploads import UploadError, UploadJanitor
 from core.explain import render
 from core.explain.base import METHODS
 from core.io import ImageError, LoadedImage, load_image
-from core.zoo import DISCLAIMER, ModelUnavailable
+from core.zoo import BUNDLED, DISCLAIMER, ModelUnavailable
 
 log = logging.getLogger(__name__)
 USER_ERRORS = (ImageError, UploadError, ValueError, ModelUnavailable)

@@ -13,7 +13,9 @@ import torch
 from torch import nn
 
 from core.embed.digits import DIGITS_MODEL, digits_spec
-from core.zoo import LoadedModel, ModelSpec, get_spec, instantiate, list_specs, load_model
+from core.zoo import LoadedModel, ModelSpec, get_spec, instantiate, load_model
+from core.zoo import model_names as zoo_model_names
+from core.zoo import untrained_copy as zoo_untrained_copy
 
 UNTRAINED_SUFFIX = " (untrained)"
 _LOADED: dict[tuple[str, int, str], LoadedModel] = {}
@@ -22,7 +24,7 @@ _LOCK = threading.Lock()
 
 def model_names() -> list[str]:
     """Zoo models (bundled first), then the digits CNN."""
-    return [*list_specs(), DIGITS_MODEL]
+    return [*zoo_model_names(), DIGITS_MODEL]
 
 
 def spec_for(name: str) -> ModelSpec:
@@ -48,10 +50,7 @@ def untrained_copy(name: str, seed: int = 0, device: torch.device | None = None)
     with _LOCK:
         key = (name, seed, str(device))
         if key not in _LOADED:
-            spec = spec_for(name)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                _LOADED[key] = instantiate(spec, device, pretrained=False)
+            _LOADED[key] = zoo_untrained_copy(spec_for(name), device, seed)
         return _LOADED[key]
 
 

@@ -19,10 +19,11 @@ from plotly.colors import qualitative
 from core.embed.features import Embeddings
 from core.embed.sources import ImageSet
 
-COLOUR_BY = ("true label", "predicted label", "correct / incorrect", "confidence")
+COLOUR_BY = ("true label", "predicted label", "correct / incorrect", "confidence", "training / held-out")
 PALETTE = qualitative.Plotly + qualitative.D3  # enough distinct colours for MedMNIST's 11 organ classes
 CORRECT_COLOURS = {"correct": "#9aa5b1", "incorrect": "#d62728"}
-COLUMNS = ["item", "label", "predicted", "confidence", "correct", "x", "y", "position"]
+SPLIT_COLOURS = {"training": "#9aa5b1", "held out": "#1f77b4"}
+COLUMNS = ["item", "label", "predicted", "confidence", "correct", "split", "x", "y", "position"]
 
 
 def classes_match(source_classes: Sequence[str], model_classes: Sequence[str]) -> bool:
@@ -31,11 +32,13 @@ def classes_match(source_classes: Sequence[str], model_classes: Sequence[str]) -
     return all(c.lower() in model for c in source_classes)
 
 
-def points_table(images: ImageSet, emb: Embeddings, xy: np.ndarray, model_classes: Sequence[str]) -> pd.DataFrame:
-    """One row per embedded image: name, true and predicted class, confidence, correctness, map coordinates.
+def points_table(images: ImageSet, emb: Embeddings, xy: np.ndarray, model_classes: Sequence[str],
+                 held_out: np.ndarray | None = None) -> pd.DataFrame:
+    """One row per embedded image: name, true and predicted class, confidence, correctness, split, coordinates.
 
     ``position`` is the row's index in ``images``; ``correct`` is None when the model's classes are not the
-    data's (e.g. an ImageNet model on X-rays).
+    data's (e.g. an ImageNet model on X-rays); ``split`` ("training" or "held out") is None unless ``held_out``
+    (one flag per image of ``images``, see ``core.embed.held_out``) is given.
     """
     labels = [images.class_names[images.labels[i]] for i in emb.kept]
     predicted = [model_classes[p] if p < len(model_classes) else str(p) for p in emb.predictions]
@@ -43,9 +46,11 @@ def points_table(images: ImageSet, emb: Embeddings, xy: np.ndarray, model_classe
         correct: list[bool | None] = [a.lower() == b.lower() for a, b in zip(labels, predicted, strict=True)]
     else:
         correct = [None] * len(labels)
+    split = [None] * len(labels) if held_out is None else np.where(held_out[emb.kept], "held out", "training")
     return pd.DataFrame({"item": [images.items[i] for i in emb.kept], "label": labels, "predicted": predicted,
                          "confidence": emb.confidences.astype(float), "correct": pd.array(correct, dtype="boolean"),
-                         "x": xy[:, 0].astype(float), "y": xy[:, 1].astype(float), "position": emb.kept})
+                         "split": pd.array(split, dtype="string"), "x": xy[:, 0].astype(float),
+                         "y": xy[:, 1].astype(float), "position": emb.kept})
 
 
 def _groups(table: pd.DataFrame, colour_by: str) -> list[tuple[str, np.ndarray, str]]:
@@ -55,6 +60,11 @@ def _groups(table: pd.DataFrame, colour_by: str) -> list[tuple[str, np.ndarray, 
             raise ValueError("Correctness is undefined: the model's classes are not the data's classes.")
         ok = table["correct"].fillna(False).to_numpy(bool)
         return [("correct", ok, CORRECT_COLOURS["correct"]), ("incorrect", ~ok, CORRECT_COLOURS["incorrect"])]
+    if colour_by == "training / held-out":
+        if table["split"].isna().all():
+            raise ValueError("The split is unknown: the model records none, or these are not its training folder.")
+        return [(name, (table["split"] == name).fillna(False).to_numpy(bool), colour)
+                for name, colour in SPLIT_COLOURS.items()]
     column = "label" if colour_by == "true label" else "predicted"
     names = list(dict.fromkeys(sorted(table[column].unique())))
     return [(name, (table[column] == name).to_numpy(), PALETTE[i % len(PALETTE)]) for i, name in enumerate(names)]

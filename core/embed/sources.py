@@ -53,6 +53,7 @@ class ImageSet:
     store: tuple[Path | bytes, ...] | np.ndarray
     scale: float = 255.0
     notes: tuple[str, ...] = field(default=())
+    folder: Path | None = None  # the class-folder tree the images were listed from, if any
 
     def __len__(self) -> int:
         return len(self.items)
@@ -70,7 +71,7 @@ class ImageSet:
         store = self.store[idx] if isinstance(self.store, np.ndarray) else tuple(self.store[i] for i in idx)
         pick = lambda seq: tuple(seq[i] for i in idx)  # noqa: E731
         return ImageSet(self.name, self.class_names, self.labels[idx], pick(self.items), pick(self.groups),
-                        pick(self.keys), store, self.scale, self.notes)
+                        pick(self.keys), store, self.scale, self.notes, self.folder)
 
     @cached_property
     def fingerprint(self) -> str:
@@ -101,7 +102,7 @@ def folder_source(root: Path | str | None = None) -> ImageSet:
         keys.append(f"{path}|{info.st_size}|{info.st_mtime_ns}")
     items = tuple(f"{p.parent.name}/{p.name}" for p in index.paths)
     return ImageSet(f"folder {folder}", index.class_names, index.labels, items,
-                    tuple(patient_id(p) for p in index.paths), tuple(keys), index.paths)
+                    tuple(patient_id(p) for p in index.paths), tuple(keys), index.paths, folder=folder)
 
 
 # ---------------------------------------------------------------- zip upload

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from skimage.util import montage
 from torch import nn
 
-from core.zoo import LoadedModel, ModelSpec, get_layer, instantiate
+from core.zoo import get_layer
 
 
 def spatial_layers(model: nn.Module, sample: torch.Tensor, max_depth: int = 2) -> list[str]:
@@ -219,13 +219,3 @@ def filter_images(model: nn.Module, layer: str | None = None, symmetric: bool = 
     images = (w - offset[:, None, None, None]) / scale[:, None, None, None]
     images = images[:, 0] if w.shape[1] == 1 else np.moveaxis(images, 1, -1)
     return FilterImages(layer, images, offset, scale)
-
-
-def untrained_copy(spec: ModelSpec, device: torch.device | None = None, seed: int = 0) -> LoadedModel:
-    """The same architecture with its seeded random initialisation, for trained-vs-untrained comparisons.
-
-    The global RNG is forked, so callers' random streams are unaffected.
-    """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return instantiate(spec, device, pretrained=False)

@@ -28,7 +28,7 @@ from torch import fx, nn
 from torchvision import models as tvm
 from torchvision.models.feature_extraction import NodePathTracer
 
-from core.zoo import IMAGENET_MEAN, IMAGENET_STD, ModelUnavailable, Preprocessing, get_spec, load_model
+from core.zoo import BUNDLED, IMAGENET_MEAN, IMAGENET_STD, ModelUnavailable, Preprocessing, get_spec, load_model
 
 LayerKind = Literal["conv", "maxpool", "avgpool"]
 LAYER_KINDS: tuple[LayerKind, ...] = ("conv", "maxpool", "avgpool")
@@ -459,14 +459,13 @@ def unit_field(analysis: Analysis, node: str, unit: tuple[int, int]) -> UnitFiel
 # ---------------------------------------------------------------- real architectures
 
 ARCHITECTURES: dict[str, str] = {
-    "cxr-resnet18": "the bundled chest X-ray ResNet-18 (width 32, 1 channel, 160 px)",
+    BUNDLED: "the bundled chest X-ray ResNet-18 (width 32, 1 channel, 160 px)",
     "resnet18": "torchvision ResNet-18 (He et al. 2016)",
     "vgg16": "torchvision VGG-16 (Simonyan & Zisserman 2015)",
     "alexnet": "torchvision AlexNet (Krizhevsky et al. 2012, one-GPU variant)",
     "mobilenet_v2": "torchvision MobileNetV2 (Sandler et al. 2018)",
     "densenet121": "torchvision DenseNet-121 (Huang et al. 2017)",
 }
-BUNDLED = "cxr-resnet18"
 
 
 def architecture_preprocessing(name: str) -> Preprocessing:

@@ -46,9 +46,11 @@ def xray_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[XrayServer
            "GRADIO_TEMP_DIR": str(gradio_tmp), "GRADIO_ANALYTICS_ENABLED": "False"}
     server = start_server([sys.executable, "apps/xray_app.py", "--port", str(port), "--upload-grace", "5"], port,
                           tmp_path_factory.mktemp("xray-log") / "server.log", env)
-    server.wait_for_log("similar cases:")  # the index is built in the background after start-up
-    yield XrayServer(server.url, server.proc.pid, root, gradio_tmp)
-    server.stop()
+    try:
+        server.wait_for_log("similar cases:")  # the index is built in the background after start-up
+        yield XrayServer(server.url, server.proc.pid, root, gradio_tmp)
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,7 @@ from tests.conftest import free_port, start_server
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = str(ROOT / "apps" / "classroom" / "embeddings.py")
 PER_CLASS = 12
+FULL_DATA = data_dir()  # read at import, before the module's fixture points $CNNLENS_DATA at a small folder
 if str(ROOT) not in sys.path:  # AppTest runs the page in this process; its `import apps...` needs the repo root
     sys.path.insert(0, str(ROOT))
 
@@ -193,6 +194,31 @@ def test_digits_fallback(env):
     expected = float((predict(model, x).argmax(1).numpy() == images.labels).mean())
     assert percent(metric(at, "Model accuracy")) == pytest.approx(expected, abs=0.0006)
     assert expected > 0.97  # half of the digits trained it; the other half is held out
+
+
+def test_held_out_patients_on_the_full_folder(tmp_path):
+    """On the folder the bundled model trained on, its validation patients are marked, and the accuracy the page
+    reports is theirs: checked against a forward pass over exactly those images."""
+    full = FULL_DATA
+    assert full is not None, "set CNNLENS_DATA or deselect with -m 'not data'"
+    at = AppTest.from_file(PAGE, default_timeout=600)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CNNLENS_DATA", str(full))
+        mp.setenv("CNNLENS_CACHE", str(tmp_path))
+        n = len([p for label in CLASS_NAMES for p in (full / label).iterdir()])
+        at.session_state[f"emb_n_{n}"] = 120  # a 120-image subset of the whole folder
+        run(at)
+        at.selectbox(key="emb_colour").set_value("training / held-out")
+        run(at)
+    chart = next(c for c in at.get("plotly_chart") if c.proto.id.endswith("-emb_map"))
+    traces = {t["name"]: t for t in json.loads(chart.proto.spec)["data"]}
+    held = [row[1] for row in traces["held out"]["customdata"]]  # "NORMAL/IM-....jpeg"
+    assert len(held) + len(traces["training"]["customdata"]) == 120 and 5 < len(held) < 60
+    loaded = load_model("cxr-resnet18")
+    x = torch.cat([preprocess(load_image(full / item), loaded.spec.preprocessing) for item in held])
+    labels = np.array([CLASS_NAMES.index(item.split("/")[0]) for item in held])
+    expected = float((predict(loaded, x).argmax(1).numpy() == labels).mean())
+    assert percent(metric(at, "Held-out accuracy")) == pytest.approx(expected, abs=0.0006)
 
 
 # ---------------------------------------------------------------------------------------------- browser

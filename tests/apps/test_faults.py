@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parents[2]
 APPS = ROOT / "apps"
 WEIGHTS_NAME = "cxr-resnet18.safetensors"
 MODEL_PAGES = [lesson.file for lesson in LESSONS if lesson.group == "Inside a trained network"]
-DATA_PAGES = [lesson.file for lesson in LESSONS if "data_dir(" in (APPS / lesson.file).read_text()]  # look for X-rays
+DATA_PAGES = [lesson.file for lesson in LESSONS  # the pages that look for X-rays
+              if any(call in (APPS / lesson.file).read_text() for call in ("data_dir(", "pick_image("))]
 DEAD_PROXY = "http://127.0.0.1:9"  # nothing listens on the discard port: every download fails at once
 START_TIMEOUT = 300.0
 
@@ -251,9 +252,9 @@ def pages_under(tmp: Path, files: list[str], **env: str) -> dict[str, dict[str, 
     return json.loads(lines[-1].removeprefix("PAGES="))
 
 
-# What a model page says when the bundled weights are unusable. A missing (or unreadable) file drops the bundled
-# model from core.zoo.list_specs, so a page falls back to the first ImageNet model and says why that one is unusable.
-PAGE_REASONS = {"missing": "needs torchvision's ImageNet weights",
+# What a model page says when the bundled weights are unusable: the bundled model is still offered first
+# (core.zoo.model_names), with the reason it cannot be used here.
+PAGE_REASONS = {"missing": f"Weights file {WEIGHTS_NAME} is missing",
                 "tensors that do not fit": f"{WEIGHTS_NAME} does not match its architecture"}
 
 

@@ -155,7 +155,7 @@ def test_feature_maps_on_a_scikit_image_sample_and_a_bad_upload(bundled):
     x = preprocess(sample_image("coins").astype(np.float32), bundled.spec.preprocessing, bundled.device)
     acts = layer_output(bundled.model, x, "layer1")
     np.testing.assert_allclose(z(at, "fm_raw"), acts[int(np.argmax(acts.mean(axis=(1, 2))))], rtol=1e-5, atol=1e-5)
-    at.radio(key="fm_source").set_value("Upload")
+    at.radio(key="fm_source").set_value("upload")
     run(at)
     assert any("Choose a file" in i.value for i in at.info)
 

@@ -209,6 +209,9 @@ def test_erf_of_random_and_trained_weights(page):
 def test_erf_map_equals_autograd_through_a_forward_hook():
     """One input, a conv node: the trained map the page draws equals |d unit / d input| computed here via a hook."""
     at = run()
+    root = data_dir()
+    if root:
+        at.selectbox(key="rf_xray_class").set_value(CLASS_NAMES[0])  # NORMAL X-ray #1: index_folder's first
     at.selectbox(key="rf_node_cxr-resnet18").set_value("layer3.0.conv2")
     run(at)
     open_tab(at, "Effective receptive field")
@@ -216,7 +219,6 @@ def test_erf_map_equals_autograd_through_a_forward_hook():
     run(at)
     shown = erf_maps(at)[1]  # trained weights
 
-    root = data_dir()
     image = load_image(index_folder(root, CLASS_NAMES).paths[0]).array if root else sample_image("camera")
     model = load_model(rf.BUNDLED, torch.device("cpu")).model
     x = preprocess(image, get_spec(rf.BUNDLED).preprocessing).requires_grad_(True)
@@ -265,7 +267,8 @@ def test_page_in_chromium_and_click_to_pick_a_unit(browser, streamlit_url, artif
         dots = page.locator(".js-plotly-plot .scatterlayer .trace").first.locator("path.point")
         dots.first.wait_for(timeout=120_000)
         assert dots.count() == 25  # 5 x 5 units of layer4.1.add at 160 px
-        values = "() => [...document.querySelectorAll('input[type=number]')].map(e => e.value)"
+        values = ("() => [...document.querySelectorAll('input[type=number][aria-label^=\"Unit \"]')]"
+                  ".map(e => e.value)")
         assert page.evaluate(values) == ["2", "2"]  # unit row and column: the centre unit before the click
         dots.first.click(force=True)  # the top-left dot: unit (0, 0)
         page.wait_for_function(f"() => ({values})().join() === '0,0'", timeout=60_000)

@@ -70,6 +70,27 @@ def test_missing_and_corrupt_weights_raise_model_unavailable(tmp_path):
         zoo.get_spec("no-such-model")
 
 
+def test_a_broken_bundled_model_is_still_named_and_says_why(tmp_path, monkeypatch):
+    bad = tmp_path / "cxr-resnet18.safetensors"
+    bad.write_bytes(b"\x00" * 100)
+    monkeypatch.setattr(zoo, "BUNDLED_WEIGHTS", bad)
+    assert zoo.BUNDLED not in zoo.list_specs()  # no spec can be built from it...
+    assert zoo.model_names()[0] == zoo.BUNDLED  # ...but pickers still offer it, so the reason can be shown
+    with pytest.raises(zoo.ModelUnavailable, match="corrupt"):
+        zoo.get_spec(zoo.BUNDLED)
+
+
+def test_a_mismatched_checkpoint_is_reported_in_one_short_line(tmp_path):
+    from core.nets import WideResNet18
+
+    path = tmp_path / "narrow.safetensors"
+    cfg = {"width": 16, "channels": 1, "input_size": 64, "mean": [0.5], "std": [0.25], "class_names": ["a", "b"]}
+    zoo.save_checkpoint(WideResNet18(width=8, in_channels=1, num_classes=2), path, cfg)  # says 16, holds 8
+    with pytest.raises(zoo.ModelUnavailable, match="does not match its architecture") as caught:
+        zoo.instantiate(zoo.get_spec(str(path)), torch.device("cpu"))
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 400, str(caught.value)
+
+
 def test_checkpoint_round_trip(tmp_path):
     from core.nets import WideResNet18
 
@@ -95,3 +116,15 @@ def test_preprocess_resizes_converts_channels_and_normalises():
     rgb[..., 0] = 1.0
     one = zoo.preprocess(rgb, zoo.Preprocessing(40, 1, (0.0,), (1.0,)))
     torch.testing.assert_close(one, torch.full((1, 1, 40, 40), 0.299))  # ITU-R 601 luminance of pure red
+
+
+def test_untrained_copy_is_seeded_differs_from_the_trained_model_and_claims_no_split():
+    spec = zoo.get_spec(zoo.BUNDLED)
+    before = torch.random.get_rng_state()
+    a, b = zoo.untrained_copy(spec, seed=3), zoo.untrained_copy(spec, seed=3)
+    assert torch.equal(torch.random.get_rng_state(), before)  # caller's random stream untouched
+    torch.testing.assert_close(a.model.conv1.weight, b.model.conv1.weight)
+    assert not torch.equal(a.model.conv1.weight, zoo.untrained_copy(spec, seed=4).model.conv1.weight)
+    assert not torch.equal(a.model.conv1.weight.cpu(), zoo.load_model(zoo.BUNDLED).model.conv1.weight.cpu())
+    assert not a.model.training
+    assert spec.training_split is not None and a.spec.training_split is None  # it never trained on anything

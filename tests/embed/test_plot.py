@@ -21,7 +21,9 @@ def table() -> pd.DataFrame:
     kept = np.array([0, 1, 2, 4])  # image 3 was unreadable
     emb = Embeddings(np.zeros((4, 3), np.float32), np.array([0, 1, 1, 0]), np.array([0.9, 0.6, 0.8, 0.7], np.float32),
                      kept, ("c/3.png: corrupt",), "avgpool", "key", False)
-    return points_table(images, emb, np.arange(8, dtype=np.float32).reshape(4, 2), ("normal", "pneumonia"))
+    held_out = np.array([False, True, False, True, True])  # one flag per image, the unreadable one included
+    return points_table(images, emb, np.arange(8, dtype=np.float32).reshape(4, 2), ("normal", "pneumonia"),
+                        held_out)
 
 
 def test_points_table(table):
@@ -30,6 +32,16 @@ def test_points_table(table):
     assert table["predicted"].tolist() == ["normal", "pneumonia", "pneumonia", "normal"]
     assert table["correct"].tolist() == [True, False, True, False]  # class names match case-insensitively
     assert table["position"].tolist() == [0, 1, 2, 4] and table["x"].tolist() == [0, 2, 4, 6]
+    assert table["split"].tolist() == ["training", "held out", "training", "held out"]
+
+
+def test_split_colouring_needs_a_known_split(table):
+    fig = scatter_figure(table, "training / held-out")
+    held = [t for t in fig.data if t.name == "held out"]
+    assert len(held) == 1 and sorted(int(c[0]) for c in held[0].customdata) == [1, 3]
+    table["split"] = pd.array([None] * 4, dtype="string")
+    with pytest.raises(ValueError, match="split is unknown"):
+        scatter_figure(table, "training / held-out")
 
 
 def test_correctness_is_undefined_for_foreign_classes():
@@ -69,6 +81,7 @@ def test_png_export(table, colour_by):
 
 def test_csv_export(table):
     frame = pd.read_csv(io.BytesIO(csv_bytes(table)))
-    assert frame.columns.tolist() == ["item", "label", "predicted", "confidence", "correct", "x", "y", "position"]
+    assert frame.columns.tolist() == ["item", "label", "predicted", "confidence", "correct", "split", "x", "y",
+                                     "position"]
     assert frame["item"].tolist() == table["item"].tolist()
     np.testing.assert_allclose(frame["confidence"], [0.9, 0.6, 0.8, 0.7], rtol=1e-6)
