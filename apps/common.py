@@ -6,13 +6,10 @@ import os
 
 import streamlit as st
 
+from core.data import ATTRIBUTION_MARKDOWN
 from core.zoo import DISCLAIMER, LoadedModel, ModelUnavailable, load_model, model_names
 
 XRAY_APP_URL = os.environ.get("CNNLENS_XRAY_URL", "http://127.0.0.1:7860")
-ATTRIBUTION = (
-    "Chest X-rays: Kermany, Zhang, Goldbaum (2018), *Labeled Optical Coherence Tomography (OCT) and Chest X-Ray "
-    "Images for Classification*, Mendeley Data v2, doi:10.17632/rscbjbr9sj.2, CC BY 4.0."
-)
 
 
 def page_header(title: str, intro: str) -> None:
@@ -25,7 +22,7 @@ def page_header(title: str, intro: str) -> None:
 def page_footer() -> None:
     """Data attribution at the bottom of a page."""
     st.divider()
-    st.caption(f"{DISCLAIMER} {ATTRIBUTION}")
+    st.caption(f"{DISCLAIMER} {ATTRIBUTION_MARKDOWN}")
 
 
 @st.cache_resource(show_spinner="Loading the model…", ttl=600)

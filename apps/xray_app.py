@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     from apps.xray.examples import pick_examples
     from apps.xray.limits import Limits
     from apps.xray.models import get_model, zoo_status
+    from apps.xray.report import delete_reports
     from apps.xray.similar import SimilarCases
     from apps.xray.ui import CSS, XrayUI
     from apps.xray.uploads import UploadJanitor
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     janitor = UploadJanitor(grace=args.upload_grace)
     janitor.start()
     atexit.register(janitor.flush)
+    atexit.register(delete_reports)
     limits = Limits(args.fast_concurrency, args.heavy_concurrency)
     demo = XrayUI(zoo, janitor, similar, pick_examples(), limits).build()
     demo.queue(default_concurrency_limit=1, max_size=args.max_queue)

@@ -24,6 +24,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 FALLBACK_DATA = REPO_ROOT.parent / "shared" / "data" / "chest_xray" / "train"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm"}
 CLASS_NAMES = ("NORMAL", "PNEUMONIA")
+_DATASET = "Labeled Optical Coherence Tomography (OCT) and Chest X-Ray Images for Classification"
+_DOI = "10.17632/rscbjbr9sj.2"
+ATTRIBUTION = f"Chest X-rays: Kermany, Zhang, Goldbaum (2018), {_DATASET}, Mendeley Data v2, doi:{_DOI}, CC BY 4.0."
+ATTRIBUTION_MARKDOWN = (f"Chest X-rays: Kermany, Zhang, Goldbaum (2018), *{_DATASET}*, Mendeley Data v2, "
+                        f"[doi:{_DOI}](https://doi.org/{_DOI}), CC BY 4.0.")
 
 
 def data_dir() -> Path | None:

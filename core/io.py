@@ -17,6 +17,14 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 MAX_PIXELS = 64_000_000  # 8000 x 8000: larger than any radiograph, small enough to decode safely
+
+# Decoder warnings never reach a log: the decode result decides (a bad file raises ImageError), and pydicom's
+# can quote tag values (identifiers). Installed once here, because warnings.catch_warnings() is not thread-safe
+# and the apps decode uploads on several threads at once (overlapping blocks can leave the process's filters
+# switched off, or on, for good). Pillow's own decompression-bomb limit sits above MAX_PIXELS, which is checked
+# before any pixel is decoded.
+for _module in (r"PIL\.", r"pydicom\.", r"core\.io"):
+    warnings.filterwarnings("ignore", module=_module)
 MAX_BYTES = 256 * 1024 * 1024
 MIN_SIDE = 32  # below this a classifier has nothing to look at
 
@@ -111,20 +119,17 @@ def _check_size(width: int, height: int, max_pixels: int) -> None:
 
 def _load_pillow(data: bytes, max_pixels: int) -> LoadedImage:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Pillow's corrupt-metadata warnings: the decode result decides
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            fmt = img.format or "unknown"
-            if fmt not in _PIL_FORMATS:
-                raise ImageError(f"{fmt} images are not supported.")
-            _check_size(*img.size, max_pixels)  # before any pixel is decoded
-            img = ImageOps.exif_transpose(img)
-            bits = _bit_depth(img)
-            array, notes = _pil_to_array(img)
+        img = Image.open(io.BytesIO(data))
+        fmt = img.format or "unknown"
+        if fmt not in _PIL_FORMATS:
+            raise ImageError(f"{fmt} images are not supported.")
+        _check_size(*img.size, max_pixels)  # before any pixel is decoded
+        img = ImageOps.exif_transpose(img)
+        bits = _bit_depth(img)
+        array, notes = _pil_to_array(img)
     except ImageError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+    except Image.DecompressionBombError as err:
         raise ImageError("The image is too large to decode safely (possible decompression bomb).") from err
     except UnidentifiedImageError as err:
         raise ImageError("The file looks like an image but could not be decoded; it may be corrupt.") from err
@@ -188,9 +193,7 @@ def _load_dicom(data: bytes, max_pixels: int) -> LoadedImage:
 
     logging.getLogger("pydicom").setLevel(logging.CRITICAL)  # its messages can quote tag values (identifiers)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return _decode_dicom(pydicom.dcmread(io.BytesIO(data)), max_pixels)
+        return _decode_dicom(pydicom.dcmread(io.BytesIO(data)), max_pixels)
     except ImageError:
         raise
     except InvalidDicomError as err:

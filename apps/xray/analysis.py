@@ -43,12 +43,14 @@ def first_method() -> str | None:
 # ---------------------------------------------------------------- prediction
 
 
-def open_session(image: LoadedImage, source: str, model_key: str) -> Session:
-    """Preprocess an image for a model and predict; the start of every analysis."""
+def open_session(image: LoadedImage, source: str, model_key: str, uploaded: bool = False) -> Session:
+    """Preprocess an image for a model and predict; the start of every analysis. ``uploaded``: ``source`` is
+    a visitor's file name (shown back to them, never put in a report)."""
     loaded = get_model(model_key)
     x = preprocess(image, loaded.spec.preprocessing, loaded.device)
     probs = predict(loaded, x)[0].tolist()
-    return Session(image, source, model_key, x, dict(zip(loaded.spec.class_names, probs, strict=True)))
+    return Session(image, source, model_key, x, dict(zip(loaded.spec.class_names, probs, strict=True)),
+                   uploaded=uploaded)
 
 
 def model_view(session: Session) -> np.ndarray:

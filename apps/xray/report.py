@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from apps.xray import analysis, views
 from apps.xray.models import get_model
 from apps.xray.session import Session
+from core.data import ATTRIBUTION
 from core.zoo import DISCLAIMER
 
 KEEP_SECONDS = 600
@@ -40,14 +41,19 @@ def write_report(session: Session, fmt: str, style: views.Style) -> Path:
     return Path(handle.name)
 
 
-def _sweep() -> None:
-    """Delete this app's report files older than KEEP_SECONDS."""
+def _sweep(keep_seconds: float = KEEP_SECONDS) -> None:
+    """Delete this app's report files older than ``keep_seconds``."""
     if not _FOLDER.is_dir():
         return
-    cutoff = time.time() - KEEP_SECONDS
+    cutoff = time.time() - keep_seconds
     for old in _FOLDER.iterdir():
         if old.stat().st_mtime < cutoff:
             old.unlink(missing_ok=True)
+
+
+def delete_reports() -> None:
+    """Delete every report file left (at shutdown): each holds a visitor's X-ray. Gradio serves its own copies."""
+    _sweep(keep_seconds=-1.0)
 
 
 def build_figure(session: Session, style: views.Style) -> Figure:
@@ -78,7 +84,7 @@ def build_figure(session: Session, style: views.Style) -> Figure:
     fig.text(0.04, 0.475, "\n".join(_lines(session, loaded.spec.description)), va="top", ha="left", fontsize=6.8,
              linespacing=1.35)
     fig.text(0.5, 0.035, DISCLAIMER, ha="center", fontsize=9, color="#9a3412", fontweight="bold")
-    fig.text(0.5, 0.02, views.ATTRIBUTION_PLAIN, ha="center", fontsize=6.5, color="#444444")
+    fig.text(0.5, 0.02, ATTRIBUTION, ha="center", fontsize=6.5, color="#444444")
     fig.text(0.97, 0.006, dt.datetime.now().strftime("Generated %Y-%m-%d %H:%M"), ha="right", fontsize=6,
              color="#666666")
     return fig
@@ -95,7 +101,7 @@ def _picture(fig: Figure, rect: tuple[float, float, float, float], image: np.nda
 def _lines(session: Session, description: str) -> list[str]:
     """The report's text: source, model, and for each map its target, time and plain-language readings."""
     wrap = functools.partial(textwrap.wrap, width=150, subsequent_indent="    ")
-    lines = [*wrap(f"Source: {session.source}. Model: {session.model_key} — {description}"),
+    lines = [*wrap(f"Source: {session.shareable_source}. Model: {session.model_key} — {description}"),
              f"Image: {views.metadata_line(session.image)}", ""]
     for p in session.panels:
         e = p.explanation

@@ -52,6 +52,13 @@ class Session:
     stability: Stability | None = None
     neighbours: list[Any] = field(default_factory=list)
     references: dict[int, tuple[Any, Any]] = field(default_factory=dict)  # random-map curves per target
+    uploaded: bool = False  # ``source`` is then the visitor's file name, which may name the patient
+
+    @property
+    def shareable_source(self) -> str:
+        """What a report may say about where the image came from: never an upload's file name."""
+        return "an uploaded image (its file name is left out: it may name the patient)" if self.uploaded \
+            else self.source
 
     def add(self, panel: Panel) -> None:
         """Put a panel on the board: replaces one with the same settings, drops the oldest beyond four."""

@@ -68,8 +68,7 @@ class SimilarCases:
                 self._loaded, self._images, self._kept = loaded, images, emb.kept
                 self._index = neighbour_index(emb.vectors)
             log.info("similar cases: %d images indexed (%s)", len(emb), "from cache" if emb.from_cache else "built")
-            if not default_cache().persistent:  # logged, as the cache's own warning can be lost: another
-                # thread's warnings.catch_warnings() switches warnings off for the whole process meanwhile
+            if not default_cache().persistent:  # told to the operator in the log, where they look
                 log.warning("similar cases: the cache folder %s is not writable, so the index is cached in memory "
                             "and rebuilt at every start; set $CNNLENS_CACHE to a writable folder", cache_dir())
         except (ModelUnavailable, SourceError, ValueError, OSError) as err:

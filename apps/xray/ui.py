@@ -273,7 +273,7 @@ class XrayUI:
         except (ImageError, UploadError) as err:
             gr.Warning(f"{name}: {err}")
             return {**self._cleared(), **reset, self.status: views.status(f"Could not use **{name}**: {err}", False)}
-        return {**self._analyse(image, name, model_key, views.Style(*style)), **reset}
+        return {**self._analyse(image, name, model_key, views.Style(*style), uploaded=True), **reset}
 
     @guarded()
     def on_example(self, model_key: str, cmap: str, signed_cmap: str, opacity: float, evt: gr.SelectData) -> dict:
@@ -292,13 +292,14 @@ class XrayUI:
             return {self.target: gr.Dropdown([PREDICTED, *loaded.spec.class_names], value=PREDICTED),
                     self.layer: loaded.spec.cam_layer,
                     self.status: views.status(f"Model **{model_key}** selected.", ok=True)}
-        return self._analyse(session.image, session.source, model_key, views.Style(*style))
+        return self._analyse(session.image, session.source, model_key, views.Style(*style), session.uploaded)
 
-    def _analyse(self, image: LoadedImage, source: str, model_key: str | None, style: views.Style) -> dict:
+    def _analyse(self, image: LoadedImage, source: str, model_key: str | None, style: views.Style,
+                 uploaded: bool = False) -> dict:
         if not model_key:
             raise ModelUnavailable("No model is available here; see the list of unavailable models.")
         started = time.perf_counter()
-        session = analysis.open_session(image, source, model_key)
+        session = analysis.open_session(image, source, model_key, uploaded)
         loaded = get_model(model_key)
         first = analysis.first_method()
         if first is not None:
@@ -425,5 +426,5 @@ class XrayUI:
         if session is None:
             return {**chosen, self.layer: layer, self.status: views.status(text, ok=True),
                     self.target: gr.Dropdown([PREDICTED, *loaded.spec.class_names], value=PREDICTED)}
-        return {**self._analyse(session.image, session.source, key, views.Style(*style)), **chosen,
+        return {**self._analyse(session.image, session.source, key, views.Style(*style), session.uploaded), **chosen,
                 self.layer: layer}

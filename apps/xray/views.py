@@ -15,6 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from apps.xray.session import Panel, Session
 from apps.xray.session import Stability as StabilityResult
+from core.data import ATTRIBUTION_MARKDOWN
 from core.explain import render
 from core.explain.base import Explanation, MethodInfo
 from core.explain.quality import Agreement, read_agreement
@@ -24,11 +25,6 @@ from core.zoo import DISCLAIMER, ModelSpec
 DISPLAY_SIDE = 320  # overlays are drawn on the X-ray at this size: sharp on screen, cheap to encode
 SEEN_SIDE = 224  # the model's input is shown at this size, whatever its resolution (its label gives the real one)
 SHORT_DISCLAIMER = "For education and research only. Not for diagnosis."
-ATTRIBUTION = ("Chest X-rays: Kermany, Zhang, Goldbaum (2018), *Labeled Optical Coherence Tomography (OCT) and Chest "
-               "X-Ray Images for Classification*, Mendeley Data v2, "
-               "[doi:10.17632/rscbjbr9sj.2](https://doi.org/10.17632/rscbjbr9sj.2), CC BY 4.0.")
-ATTRIBUTION_PLAIN = ("Chest X-rays: Kermany, Zhang, Goldbaum (2018), Labeled OCT and Chest X-Ray Images for "
-                     "Classification, Mendeley Data v2, doi:10.17632/rscbjbr9sj.2, CC BY 4.0.")
 
 
 @dataclass(frozen=True)
@@ -193,4 +189,4 @@ def stability_text(panel: Panel, result: StabilityResult) -> str:
 
 def footer() -> str:
     """Disclaimer and data attribution for the bottom of the page."""
-    return f"---\n{DISCLAIMER} {ATTRIBUTION} Nothing you upload is stored: files are deleted after use."
+    return f"---\n{DISCLAIMER} {ATTRIBUTION_MARKDOWN} Nothing you upload is stored: files are deleted after use."

@@ -29,6 +29,12 @@ METRICS = ("euclidean", "cosine")
 TSNE_PCA_DIMS = 50
 TSNE_JOBS = 1  # on this 2-core machine shared with other work, one thread beat two (55 s vs 62 s under load)
 
+# UMAP's notes that do not apply here, filtered once (warnings.catch_warnings() is not thread-safe and pages run
+# on several threads): seeded UMAP is single-threaded by design, and its search index is only needed by
+# transform(), which is not used.
+warnings.filterwarnings("ignore", message=".*n_jobs value.*overridden.*")
+warnings.filterwarnings("ignore", message=".*knn_search_index.*")
+
 
 @dataclass(frozen=True)
 class ProjectionParams:
@@ -98,12 +104,9 @@ def _umap(x: np.ndarray, n_neighbors: int, min_dist: float, seed: int) -> np.nda
     import umap
 
     distances, indices = NearestNeighbors(n_neighbors=n_neighbors, algorithm="brute").fit(x).kneighbors(x)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*n_jobs value.*overridden.*")  # seeded UMAP is single-threaded
-        warnings.filterwarnings("ignore", message=".*knn_search_index.*")  # only needed by transform(), unused
-        reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=min_dist, metric="euclidean",
-                            random_state=seed, precomputed_knn=(indices, distances))
-        return reducer.fit_transform(x).astype(np.float32)
+    reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=min_dist, metric="euclidean",
+                        random_state=seed, precomputed_knn=(indices, distances))
+    return reducer.fit_transform(x).astype(np.float32)
 
 
 @dataclass

@@ -196,11 +196,12 @@ def test_report_of_a_dicom_holds_no_identifiers(tmp_path, monkeypatch):
 
     pixels = (np.asarray(Image.open(sample_png(tmp_path)), dtype=np.uint16) * 16)
     image = load_image(dicom_bytes(pixels, **EXTRA_TAGS))
-    session = analysis.open_session(image, "scan.dcm", "cxr-resnet18")
+    session = analysis.open_session(image, "Doe_Jane_chest.dcm", "cxr-resnet18", uploaded=True)
     session.add(analysis.run_method(session, "grad_cam", {}))
     texts = "\n".join(t.get_text() for t in report.build_figure(session, views.Style()).findobj(Text))
     assert "modality: CR" in texts and "view: PA" in texts  # the safe DICOM metadata is on the report...
     assert not leaks(texts), leaks(texts)  # ...and nothing that identifies the patient
+    assert "Doe_Jane" not in texts and "an uploaded image" in texts  # not even the file's name
     monkeypatch.setattr(report, "_FOLDER", tmp_path / "reports")
     for fmt in ("pdf", "png"):
         data = report.write_report(session, fmt, views.Style()).read_bytes()

@@ -16,7 +16,7 @@ from torchvision import models as tvm
 from apps.xray import analysis, views
 from apps.xray.controls import control, method_controls
 from apps.xray.models import USER_PREFIX, get_model, load_user_checkpoint, parse_class_names, zoo_status
-from apps.xray.report import build_figure, write_report
+from apps.xray.report import build_figure, delete_reports, write_report
 from apps.xray.session import MAX_PANELS, Panel
 from apps.xray.uploads import UploadError, UploadJanitor
 from core.explain import METHODS, explain, quality
@@ -310,4 +310,14 @@ def test_report_holds_the_disclaimer_and_is_a_valid_file(session, fmt):
     texts = " ".join(t.get_text() for t in figure.texts) + " ".join(
         t.get_text() for ax in figure.axes for t in ax.texts)
     assert DISCLAIMER in texts and "Kermany" in texts and "cxr-resnet18" in texts and "deletion AUC" in texts
-    path.unlink()
+    assert "ramp.png" in texts  # a data-folder or example name is kept; an upload's is not (test_privacy)
+    delete_reports()  # what the app does at shutdown
+    assert not path.exists()
+
+
+def test_malloc_arenas_are_capped_where_glibc_allows_it():
+    import platform
+
+    from apps.xray.limits import cap_malloc_arenas
+
+    assert cap_malloc_arenas() is (platform.libc_ver()[0] == "glibc")
