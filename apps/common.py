@@ -7,7 +7,7 @@ import os
 import streamlit as st
 
 from core.data import ATTRIBUTION_MARKDOWN
-from core.zoo import DISCLAIMER, LoadedModel, ModelUnavailable, load_model, model_names
+from core.zoo import DISCLAIMER, LoadedModel, ModelUnavailable, load_model, model_names, unavailable_reason
 
 XRAY_APP_URL = os.environ.get("CNNLENS_XRAY_URL", "http://127.0.0.1:7860")
 
@@ -36,19 +36,19 @@ def cached_model(name: str) -> tuple[LoadedModel | None, str]:
 
 
 def model_picker(key: str) -> LoadedModel:
-    """Sidebar choice of a zoo model; models that cannot load here are listed with the reason, and picking one
-    stops the page with that reason instead of failing later."""
+    """Sidebar choice of a zoo model. Models that cannot be used here are marked, with the reason (found without
+    loading anything); only the chosen model is loaded, and if that fails the page stops with the reason."""
     side = st.sidebar
     side.header("Model")
-    status = {name: cached_model(name) for name in model_names()}
-    name = side.selectbox("Model", list(status), key=key,
-                          format_func=lambda n: n if status[n][0] is not None else f"{n} (unavailable)")
-    unavailable = {n: why for n, (model_or_none, why) in status.items() if model_or_none is None}
+    reasons = {name: unavailable_reason(name) for name in model_names()}
+    name = side.selectbox("Model", list(reasons), key=key,
+                          format_func=lambda n: n if reasons[n] is None else f"{n} (unavailable)")
+    unavailable = {n: why for n, why in reasons.items() if why is not None}
     if unavailable:
         with side.expander(f"{len(unavailable)} unavailable here"):
             for n, why in unavailable.items():
-                st.caption(f"**{n}** is unavailable: {why}")
-    loaded, reason = status[name]
+                st.caption(f"**{n}** is unavailable: {why}.")
+    loaded, reason = cached_model(name)  # with internet access, torchvision weights download here
     if loaded is None:
         st.error(f"{name} cannot be used here. {reason}")
         st.stop()

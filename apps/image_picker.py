@@ -29,10 +29,15 @@ class PickedImage:
 
 @st.cache_data(show_spinner=False)
 def xray_paths(root: str) -> dict[str, list[str]]:
-    """The data folder's X-ray paths by class name."""
-    index = index_folder(root, CLASS_NAMES)
-    return {name: [str(p) for p, label in zip(index.paths, index.labels, strict=True) if label == i]
-            for i, name in enumerate(index.class_names)}
+    """The data folder's X-ray paths by class name; classes without images are left out, and a folder without
+    any gives an empty dict (the pages then offer the other sources)."""
+    try:
+        index = index_folder(root, CLASS_NAMES)
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return {}
+    by_class = {name: [str(p) for p, label in zip(index.paths, index.labels, strict=True) if label == i]
+                for i, name in enumerate(index.class_names)}
+    return {name: paths for name, paths in by_class.items() if paths}
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -44,7 +49,7 @@ def decode(source: bytes | str) -> tuple[np.ndarray, tuple[str, ...]]:
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _sample(name: str) -> np.ndarray:
-    return sample_image(name)
+    return sample_image(name)  # float64, as scikit-image gives it: the convolution lesson's numbers stay exact
 
 
 def pick_image(prefix: str, *, sidebar: bool = False, default: str = XRAY,
@@ -57,12 +62,12 @@ def pick_image(prefix: str, *, sidebar: bool = False, default: str = XRAY,
     """
     where = st.sidebar if sidebar else st
     root = data_dir()
-    sources = [*([XRAY] if root else []), SAMPLE, UPLOAD]
+    paths = xray_paths(str(root)) if root else {}
+    sources = [*([XRAY] if paths else []), SAMPLE, UPLOAD]
     source = where.radio("Source" if sidebar else "Image", sources,  # the sidebar has an "Image" header
                          index=sources.index(default) if default in sources else 0,
                          horizontal=not sidebar, key=f"{prefix}_source")
     if source == XRAY:
-        paths = xray_paths(str(root))
         label = where.selectbox("Class", list(paths), index=len(paths) - 1, key=f"{prefix}_xray_class")
         number = where.number_input(f"Image number (of {len(paths[label])})", 1, len(paths[label]), 1,
                                     key=f"{prefix}_xray_index")
@@ -75,9 +80,9 @@ def pick_image(prefix: str, *, sidebar: bool = False, default: str = XRAY,
         upload = where.file_uploader(FORMATS, key=f"{prefix}_upload")
         if upload is None:
             if fallback is None:
-                st.info(f"Choose a file ({FORMATS}).")
+                where.info(f"Choose a file ({FORMATS}).")
                 return None
-            st.info(f"Choose a file; until then the {fallback} sample is used.")
+            where.info(f"Choose a file; until then the {fallback} sample is used.")
             return PickedImage(_sample(fallback), f"skimage:{fallback}", f"{fallback} (scikit-image)")
         data = upload.getvalue()
         picked = _decoded(data, hashlib.sha256(data).hexdigest(), upload.name, upload.name)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -69,7 +70,7 @@ def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
 
 
 def run(clients: int, requests: int, lime_every: int, max_seconds: float) -> dict:
@@ -79,7 +80,8 @@ def run(clients: int, requests: int, lime_every: int, max_seconds: float) -> dic
     folder = data_dir()
     if folder is None:
         raise SystemExit("bench.load needs the X-ray folder ($CNNLENS_DATA or ../shared/data/chest_xray).")
-    paths = list(index_folder(folder).paths)[:: max(1, 5216 // 64)]
+    every = list(index_folder(folder).paths)
+    paths = every[:: max(1, len(every) // 64)]  # about 64 X-rays spread over the folder
     port = free_port()
     log = Path(tempfile.mkdtemp(prefix="cnnlens-load-")) / "app.log"
     proc = start_app(port, log)
@@ -142,7 +144,9 @@ def run(clients: int, requests: int, lime_every: int, max_seconds: float) -> dic
         rows.append({"endpoint": kind, "served": len(lat), "errors": sum(1 for k, _, ok in records
                                                                         if k == kind and not ok),
                      "p50_s": percentile(lat, 50), "p95_s": percentile(lat, 95), "p99_s": percentile(lat, 99)})
-    window = min(100, len(rss_by_request) // 2)
+    if not records:
+        raise SystemExit("No request was sent within --max-seconds.")
+    window = max(1, min(100, len(rss_by_request) // 2))
     first, last = statistics.mean(rss_by_request[:window]), statistics.mean(rss_by_request[-window:])
     return {"clients": clients, "requests_per_client": requests, "served": sum(ok for _, _, ok in records),
             "errors": sum(not ok for _, _, ok in records), "not_sent": clients * requests - len(records),

@@ -129,12 +129,21 @@ def patient_split(index: ImageFolderIndex, val_fraction: float = 0.2, seed: int 
     return index.subset(train_idx), index.subset(val_idx)
 
 
+def split_digest(index: ImageFolderIndex) -> str:
+    """A digest of the images' class-folder and file names: identifies a validation set across machines."""
+    names = sorted(f"{p.parent.name}/{p.name}" for p in index.paths)
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()
+
+
 def held_out_paths(index: ImageFolderIndex, split: TrainingSplit) -> frozenset[Path] | None:
     """The images of ``index`` a model trained with ``split`` never saw (its validation patients), recomputed:
-    the split is deterministic for a seed. None when ``index`` is not the folder it was trained on (the
-    recomputed validation set has another size)."""
+    the split is deterministic for a seed. None when ``index`` is not the folder it was trained on: the
+    recomputed validation set has other per-class counts or, where the checkpoint records one, another digest."""
     _, val = patient_split(index, split.val_fraction, split.seed)
-    return frozenset(val.paths) if len(val) == split.n_val else None
+    counts = tuple(int(c) for c in np.bincount(val.labels, minlength=len(index.class_names)))
+    if counts != split.val_per_class or (split.val_digest is not None and split_digest(val) != split.val_digest):
+        return None
+    return frozenset(val.paths)
 
 
 def load_tensors(index: ImageFolderIndex, prep: Preprocessing, progress: bool = True) -> torch.Tensor:

@@ -19,7 +19,7 @@ from torch import nn
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-from core.data import CLASS_NAMES, data_dir, index_folder, load_tensors, patient_id, patient_split
+from core.data import CLASS_NAMES, data_dir, index_folder, load_tensors, patient_id, patient_split, split_digest
 from core.evaluate import binary_metrics
 from core.nets import WideResNet18
 from core.zoo import DISCLAIMER, Preprocessing, save_checkpoint
@@ -78,7 +78,7 @@ def train(args: argparse.Namespace) -> dict:
     config = {
         "architecture": "resnet18", "width": args.width, "channels": 1, "input_size": args.size,
         "mean": [mean], "std": [std], "class_names": list(CLASS_NAMES), "seed": args.seed,
-        "val_fraction": args.val_fraction, "limit": args.limit,
+        "val_fraction": args.val_fraction, "limit": args.limit, "val_digest": split_digest(val_idx),
         "description": f"ResNet-18 topology at width {args.width}, {args.size} px grayscale, "
                        f"trained from scratch on pediatric chest X-rays. {DISCLAIMER}",
     }

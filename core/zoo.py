@@ -55,7 +55,8 @@ class TrainingSplit:
 
     seed: int
     val_fraction: float
-    n_val: int  # validation images, to check that a recomputed split is the one trained on
+    val_per_class: tuple[int, ...]  # validation images per class: a recomputed split must match them...
+    val_digest: str | None = None  # ...and, for checkpoints that record it, the digest of their file names
 
 
 @dataclass(frozen=True)
@@ -151,10 +152,11 @@ def spec_from_checkpoint(path: Path, name: str | None = None) -> ModelSpec:
 
 
 def _training_split(cfg: dict) -> TrainingSplit | None:
-    if "seed" not in cfg or "n" not in cfg.get("validation", {}) or cfg.get("limit"):
+    if "seed" not in cfg or "confusion_matrix" not in cfg.get("validation", {}) or cfg.get("limit"):
         return None  # not from core.train, or trained on a random subset that cannot be matched to a folder
+    per_class = tuple(int(sum(row)) for row in cfg["validation"]["confusion_matrix"])  # rows: true classes
     # checkpoints from before val_fraction was recorded (the bundled one) used core.train's default, 0.2
-    return TrainingSplit(int(cfg["seed"]), float(cfg.get("val_fraction", 0.2)), int(cfg["validation"]["n"]))
+    return TrainingSplit(int(cfg["seed"]), float(cfg.get("val_fraction", 0.2)), per_class, cfg.get("val_digest"))
 
 
 # ---------------------------------------------------------------- torchvision ImageNet models
@@ -206,9 +208,28 @@ def list_specs() -> dict[str, ModelSpec]:
     return _registry()
 
 
+IMAGENET_MODELS = ("resnet18-imagenet", "densenet121-imagenet")
+
+
 def model_names() -> list[str]:
-    """Every zoo name, usable here or not (bundled first): ``load_model`` says why one cannot be used."""
-    return [BUNDLED, *(name for name in _registry() if name != BUNDLED)]
+    """Every zoo name, usable here or not (bundled first): ``unavailable_reason`` says why one cannot be used."""
+    return [BUNDLED, *IMAGENET_MODELS]
+
+
+def unavailable_reason(name: str) -> str | None:
+    """Why a zoo model cannot be used here, found without loading or downloading anything; None when its weights
+    file reads or its torchvision weights are in the torch hub cache. (A file can still hold tensors that do not
+    fit; ``load_model`` finds that.)"""
+    try:
+        spec = get_spec(name)
+    except ModelUnavailable as err:
+        return str(err)
+    if spec.weights_source.startswith(("http://", "https://")):
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(spec.weights_source).name
+        if not cached.is_file():
+            return (f"needs torchvision's ImageNet weights ({cached.name}), which are not in the torch hub cache "
+                    f"({cached.parent})")
+    return None
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -220,7 +241,7 @@ def get_spec(name: str) -> ModelSpec:
         return spec_from_checkpoint(BUNDLED_WEIGHTS, name)  # raises ModelUnavailable saying what is wrong
     if name.endswith(".safetensors"):
         return spec_from_checkpoint(Path(name))
-    raise ModelUnavailable(f"Unknown model {name!r}; choose one of {', '.join(specs)}.")
+    raise ModelUnavailable(f"Unknown model {name!r}; choose one of {', '.join(model_names())}.")
 
 
 _CACHE: dict[tuple[str, str], LoadedModel] = {}

@@ -96,10 +96,22 @@ def start_server(cmd: list[str], port: int, log_path: Path, env: dict[str, str] 
     return server
 
 
-def wait_for_plots(page, count: int, timeout: float = 180_000) -> None:
+def wait_for_plots(page, count: int, timeout_ms: float = 180_000) -> None:
     """Block until ``count`` plotly charts have drawn: Streamlit loads plotly lazily, after the script finished."""
     drawn = "[...document.querySelectorAll('.js-plotly-plot')].filter(p => p.querySelector('.main-svg')).length"
-    page.wait_for_function(f"() => {drawn} >= {count}", timeout=timeout)
+    page.wait_for_function(f"() => {drawn} >= {count}", timeout=timeout_ms)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op torch thread for a module: with other processes on the 2 CI cores, two spinning threads ran
+    ~50x slower. Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from apps.common import page_footer, page_header
 from core import embed as E
 from core.data import data_dir
 from core.embed.digits import DIGITS_MODEL
-from core.embed.held_out import held_out_mask
+from core.embed.held_out import held_out_files, held_out_mask
 from core.embed.models import UNTRAINED_SUFFIX
 from core.embed.plot import COLOUR_BY, classes_match, csv_bytes, points_table, scatter_figure, scatter_png
 from core.explain import METHODS, explain
@@ -69,9 +69,9 @@ def _model(name: str) -> LoadedModel:
     return E.load(name)
 
 
-@st.cache_data(show_spinner="Finding the patients the model never trained on…", max_entries=8)
-def _held_out(fingerprint: str, model_name: str, _images: E.ImageSet, _spec: ModelSpec) -> np.ndarray | None:
-    return held_out_mask(_images, _spec)
+@st.cache_resource(show_spinner="Finding the patients the model never trained on…", max_entries=8)
+def _held_out(fingerprint: str, model_name: str, _images: E.ImageSet, _spec: ModelSpec) -> frozenset | None:
+    return held_out_files(_images, _spec)
 
 
 @st.cache_resource(show_spinner=False, max_entries=12)
@@ -206,7 +206,7 @@ metric = c2.selectbox("Distance", E.METRICS, index=1, key="emb_metric",
                       help="Cosine compares the directions of the vectors; Euclidean also their lengths. Used by "
                            "the map, the scores and the neighbour search.")
 has_correct = classes_match(subset.class_names, loaded.spec.class_names)
-held_out = _held_out(subset.fingerprint, model_name, subset, loaded.spec)
+held_out = held_out_mask(subset, _held_out(images.fingerprint, model_name, images, loaded.spec))  # once a folder
 hidden = {*([] if has_correct else ["correct / incorrect"]), *([] if held_out is not None else ["training / held-out"])}
 colour_by = c3.selectbox("Colour by", [c for c in COLOUR_BY if c not in hidden], key="emb_colour")
 with c4.popover("Map settings", width="stretch"):

@@ -43,7 +43,7 @@ def first_method() -> str | None:
 # ---------------------------------------------------------------- prediction
 
 
-def open_session(image: LoadedImage, source: str, model_key: str, uploaded: bool = False) -> Session:
+def open_session(image: LoadedImage, source: str, model_key: str, *, uploaded: bool) -> Session:
     """Preprocess an image for a model and predict; the start of every analysis. ``uploaded``: ``source`` is
     a visitor's file name (shown back to them, never put in a report)."""
     loaded = get_model(model_key)

@@ -74,7 +74,8 @@ def register_api(janitor: UploadJanitor, zoo: ZooStatus, limits: Limits) -> None
         """Class probabilities for one image file (PNG, JPEG, TIFF or DICOM). Education and research only."""
         if not image:
             raise ValueError("Send an image file.")
-        session = analysis.open_session(load_image(janitor.take(image)), "api", _check_model(zoo, model))
+        session = analysis.open_session(load_image(janitor.take(image)), "api", _check_model(zoo, model),
+                                       uploaded=True)
         return session.probabilities
 
     @api_errors
@@ -88,7 +89,8 @@ def register_api(janitor: UploadJanitor, zoo: ZooStatus, limits: Limits) -> None
         if not image:
             raise ValueError("Send an image file.")
         overrides, options = _parse(params)
-        session = analysis.open_session(load_image(janitor.take(image)), "api", _check_model(zoo, model))
+        session = analysis.open_session(load_image(janitor.take(image)), "api", _check_model(zoo, model),
+                                       uploaded=True)
         panel = analysis.run_method(session, method, overrides, options["target"], options["layer"],
                                     int(options["seed"]), progress_callback(progress, method, 0.0, 0.5))
         if options["quality"]:

@@ -35,6 +35,7 @@ from core.zoo import (
     model_names,
     read_checkpoint_config,
     spec_from_checkpoint,
+    unavailable_reason,
 )
 
 USER_PREFIX = "user:"
@@ -60,21 +61,18 @@ def zoo_status() -> ZooStatus:
     available: list[str] = []
     unavailable: dict[str, str] = {}
     for name in model_names():
-        try:
-            spec = get_spec(name)  # the bundled model's file is read here: missing or corrupt is reported
-            source = spec.weights_source
-            if source.startswith(("http://", "https://")):
-                cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(source).name
-                if not cached.is_file():
-                    raise ModelUnavailable(
-                        f"needs torchvision's ImageNet weights ({cached.name}), which are not in the torch hub "
-                        f"cache ({cached.parent}); this app never downloads, so fetch them once with internet access.")
-            else:
-                load_model(name)
-        except ModelUnavailable as err:
-            unavailable[name] = str(err)
-            continue
-        available.append(name)
+        reason = unavailable_reason(name)
+        if reason is not None and reason.startswith("needs torchvision's"):
+            reason += "; this app never downloads, so fetch them once with internet access."
+        if reason is None and not get_spec(name).weights_source.startswith(("http://", "https://")):
+            try:
+                load_model(name)  # a local file whose header reads can still hold tensors that do not fit
+            except ModelUnavailable as err:
+                reason = str(err)
+        if reason is None:
+            available.append(name)
+        else:
+            unavailable[name] = reason
     return ZooStatus(tuple(available), unavailable)
 
 

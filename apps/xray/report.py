@@ -1,11 +1,13 @@
 """A one-page report (PNG or PDF, matplotlib) of what the visitor saw: input, prediction, maps, trust figures.
 
 Reports are written to a private folder inside Gradio's temp area; Gradio copies the file into its own cache
-to serve it (which ``delete_cache`` cleans), and this module deletes its copies older than a few minutes.
+to serve it (which ``delete_cache`` cleans), and this module deletes its copies older than a few minutes and all
+of them at shutdown (``delete_reports``). A report never names an uploaded file (``Session.shareable_source``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import tempfile
@@ -47,8 +49,9 @@ def _sweep(keep_seconds: float = KEEP_SECONDS) -> None:
         return
     cutoff = time.time() - keep_seconds
     for old in _FOLDER.iterdir():
-        if old.stat().st_mtime < cutoff:
-            old.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):  # another request's sweep got there first
+            if old.stat().st_mtime < cutoff:
+                old.unlink()
 
 
 def delete_reports() -> None:

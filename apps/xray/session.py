@@ -52,7 +52,7 @@ class Session:
     stability: Stability | None = None
     neighbours: list[Any] = field(default_factory=list)
     references: dict[int, tuple[Any, Any]] = field(default_factory=dict)  # random-map curves per target
-    uploaded: bool = False  # ``source`` is then the visitor's file name, which may name the patient
+    uploaded: bool = True  # ``source`` is then the visitor's file name, which may name the patient (fail closed)
 
     @property
     def shareable_source(self) -> str:

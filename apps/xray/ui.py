@@ -279,8 +279,8 @@ class XrayUI:
     def on_example(self, model_key: str, cmap: str, signed_cmap: str, opacity: float, evt: gr.SelectData) -> dict:
         """An example thumbnail was clicked (Gradio passes the click as ``evt``, found by its type)."""
         example = self.examples[evt.index]
-        return self._analyse(load_image(example.path), example.label, model_key, views.Style(cmap, signed_cmap,
-                                                                                             opacity))
+        return self._analyse(load_image(example.path), example.label, model_key,
+                             views.Style(cmap, signed_cmap, opacity), uploaded=False)
 
     @guarded()
     def on_model(self, session: Session | None, model_key: str, *style: Any) -> dict:
@@ -292,14 +292,14 @@ class XrayUI:
             return {self.target: gr.Dropdown([PREDICTED, *loaded.spec.class_names], value=PREDICTED),
                     self.layer: loaded.spec.cam_layer,
                     self.status: views.status(f"Model **{model_key}** selected.", ok=True)}
-        return self._analyse(session.image, session.source, model_key, views.Style(*style), session.uploaded)
+        return self._analyse(session.image, session.source, model_key, views.Style(*style), uploaded=session.uploaded)
 
-    def _analyse(self, image: LoadedImage, source: str, model_key: str | None, style: views.Style,
-                 uploaded: bool = False) -> dict:
+    def _analyse(self, image: LoadedImage, source: str, model_key: str | None, style: views.Style, *,
+                 uploaded: bool) -> dict:
         if not model_key:
             raise ModelUnavailable("No model is available here; see the list of unavailable models.")
         started = time.perf_counter()
-        session = analysis.open_session(image, source, model_key, uploaded)
+        session = analysis.open_session(image, source, model_key, uploaded=uploaded)
         loaded = get_model(model_key)
         first = analysis.first_method()
         if first is not None:
@@ -426,5 +426,5 @@ class XrayUI:
         if session is None:
             return {**chosen, self.layer: layer, self.status: views.status(text, ok=True),
                     self.target: gr.Dropdown([PREDICTED, *loaded.spec.class_names], value=PREDICTED)}
-        return {**self._analyse(session.image, session.source, key, views.Style(*style), session.uploaded), **chosen,
-                self.layer: layer}
+        return {**self._analyse(session.image, session.source, key, views.Style(*style), uploaded=session.uploaded),
+                **chosen, self.layer: layer}

@@ -7,6 +7,8 @@ recomputed validation set has the recorded size (so another folder, or a changed
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from core.data import held_out_paths, index_folder
@@ -14,12 +16,15 @@ from core.embed.sources import ImageSet
 from core.zoo import ModelSpec
 
 
-def held_out_mask(images: ImageSet, spec: ModelSpec) -> np.ndarray | None:
-    """True for each image of a patient ``spec``'s model never trained on; None when that is unknown (the model
-    records no split, or the images are not from the folder it was trained on)."""
+def held_out_files(images: ImageSet, spec: ModelSpec) -> frozenset[Path] | None:
+    """The files in the folder of ``images`` that ``spec``'s model never trained on; None when that is unknown
+    (the model records no split, or the folder is not the one it was trained on). Costs a pass over the folder
+    (duplicate detection reads every file), so callers cache it per folder."""
     if spec.training_split is None or images.folder is None:
         return None
-    held = held_out_paths(index_folder(images.folder, images.class_names), spec.training_split)
-    if held is None:
-        return None
-    return np.array([path in held for path in images.store], dtype=bool)
+    return held_out_paths(index_folder(images.folder, images.class_names), spec.training_split)
+
+
+def held_out_mask(images: ImageSet, held: frozenset[Path] | None) -> np.ndarray | None:
+    """One flag per image of ``images`` (e.g. a subset of the folder): True when it is in ``held``."""
+    return None if held is None else np.array([path in held for path in images.store], dtype=bool)

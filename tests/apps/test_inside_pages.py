@@ -21,18 +21,11 @@ from core.lessons.conv import sample_image
 from core.zoo import load_model, preprocess
 from tests.conftest import wait_for_plots
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
+
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # AppTest runs the page in this process; its `import apps...` needs the repo root
     sys.path.insert(0, str(ROOT))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: with other processes on the 2 CI cores, two spinning threads run ~50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def run(at: AppTest) -> AppTest:

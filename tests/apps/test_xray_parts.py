@@ -31,7 +31,7 @@ RAMP = np.tile(np.linspace(0.1, 0.9, 192, dtype=np.float32), (160, 1))  # a 192 
 def session():
     image = LoadedImage(RAMP + 0.05 * np.random.default_rng(0).random(RAMP.shape).astype(np.float32),
                         {"format": "PNG", "size": "192 x 160", "bit_depth": "8", "channels": "1"})
-    return analysis.open_session(image, "ramp.png", "cxr-resnet18")
+    return analysis.open_session(image, "ramp.png", "cxr-resnet18", uploaded=False)
 
 
 # ---------------------------------------------------------------- uploads
@@ -190,7 +190,7 @@ def test_session_prediction_matches_the_model(session):
 
 
 def test_board_replaces_same_settings_and_keeps_the_four_newest(session):
-    board = analysis.open_session(session.image, "x", "cxr-resnet18")
+    board = analysis.open_session(session.image, "x", "cxr-resnet18", uploaded=False)
     first = analysis.run_method(board, "grad_cam", {})
     board.add(first)
     board.add(analysis.run_method(board, "grad_cam", {}))

@@ -86,3 +86,13 @@ def test_a_few_training_steps_lower_the_loss_and_write_a_loadable_checkpoint(tmp
     assert result["n_train"] + result["n_val"] == 48
     spec = zoo.get_spec(str(out))
     assert spec.preprocessing.size == 48 and spec.class_names == ("NORMAL", "PNEUMONIA")
+    # the checkpoint records its split, so the images it never trained on can be found again, and only there
+    split = spec.training_split
+    assert split is not None and split.val_digest is not None and sum(split.val_per_class) == result["n_val"]
+    from core.data import held_out_paths, index_folder
+
+    held = held_out_paths(index_folder(tmp_path / "data"), split)
+    assert held is not None and len(held) == result["n_val"]
+    renamed = sorted(held)[0]
+    renamed.rename(renamed.with_name("renamed.png"))  # same counts, but no longer the validation set it recorded
+    assert held_out_paths(index_folder(tmp_path / "data"), split) is None

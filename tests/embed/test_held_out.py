@@ -9,7 +9,7 @@ import pytest
 
 from core import embed as E
 from core.data import CLASS_NAMES, data_dir, patient_id
-from core.embed.held_out import held_out_mask
+from core.embed.held_out import held_out_files, held_out_mask
 from core.evaluate import evaluate
 from core.zoo import BUNDLED, get_spec, read_checkpoint_config
 
@@ -19,8 +19,8 @@ def test_the_recomputed_split_reproduces_the_recorded_validation_scores(tmp_path
     assert data_dir() is not None, "set CNNLENS_DATA or deselect with -m 'not data'"
     images = E.folder_source()
     spec = get_spec(BUNDLED)
-    held = held_out_mask(images, spec)
-    assert held is not None and held.sum() == spec.training_split.n_val
+    held = held_out_mask(images, held_out_files(images, spec))
+    assert held is not None and held.sum() == sum(spec.training_split.val_per_class) == 1043
     patients = np.array(images.groups)
     assert not set(patients[held]) & set(patients[~held])  # no patient on both sides
     # score the model on exactly those images, through core.evaluate's own pipeline
@@ -45,9 +45,16 @@ def test_the_split_is_unknown_for_another_folder_or_a_model_without_one(tmp_path
         for path in sorted((source / label).iterdir())[:20]:
             (tmp_path / label / path.name).symlink_to(path)
     spec = get_spec(BUNDLED)
-    assert held_out_mask(E.folder_source(tmp_path), spec) is None
-    assert held_out_mask(E.folder_source(), dataclasses.replace(spec, training_split=None)) is None
+    assert held_out_files(E.folder_source(tmp_path), spec) is None
+    folder = E.folder_source()
+    assert held_out_files(folder, dataclasses.replace(spec, training_split=None)) is None
+    split = spec.training_split
+    swapped = dataclasses.replace(split, val_per_class=split.val_per_class[::-1])  # same total, other classes
+    assert held_out_files(folder, dataclasses.replace(spec, training_split=swapped)) is None
+    digest = dataclasses.replace(split, val_digest="0" * 64)  # a recorded digest must match too
+    assert held_out_files(folder, dataclasses.replace(spec, training_split=digest)) is None
 
 
 def test_images_without_a_folder_have_no_split(digits):
-    assert held_out_mask(digits, get_spec(BUNDLED)) is None
+    assert held_out_files(digits, get_spec(BUNDLED)) is None
+    assert held_out_mask(digits, None) is None

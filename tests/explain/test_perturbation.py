@@ -12,18 +12,11 @@ from torch import nn
 from core.explain import METHODS, explain
 from core.explain.perturbation import smoothness_penalty
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
+
 SIZE = 64
 REGION = (slice(8, 24), slice(36, 52))  # 16 x 16 of 64 x 64: 6.25 % of the image
 FAST = {"steps": 60, "mask_size": 16, "jitter": 2, "lr": 0.1}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: with other processes on the 2 CI cores, two spinning threads run ~50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class RegionContrast(nn.Module):

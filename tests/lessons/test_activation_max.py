@@ -14,17 +14,10 @@ from core.lessons.activation_max import Settings, Target, maximise, total_variat
 from core.nets import WideResNet18
 from core.zoo import Preprocessing, load_model
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
+
 PREP = Preprocessing(48, 1, (0.5,), (0.25,))
 FAST = Settings(steps=12, frames=3)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: with other processes on the 2 CI cores, two spinning threads run ~50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -12,14 +12,7 @@ from core.lessons import features as f
 from core.nets import WideResNet18
 from core.zoo import load_model
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: with other processes on the 2 CI cores, two spinning threads run ~50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def no_hooks(model: nn.Module) -> bool:
