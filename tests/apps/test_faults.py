@@ -274,9 +274,15 @@ def test_model_pages_show_an_error_not_an_exception_without_usable_weights(tmp_p
         assert any(PAGE_REASONS[damage] in m for m in messages), (file, [m[:300] for m in messages])
 
 
-def test_pages_that_offer_x_rays_render_without_a_data_folder(tmp_path):
+@pytest.mark.parametrize("folder", ["missing", pytest.param("one class empty", marks=pytest.mark.data)])
+def test_pages_that_offer_x_rays_render_without_a_usable_data_folder(tmp_path, folder):
     assert len(DATA_PAGES) >= 3, DATA_PAGES
-    shown = pages_under(tmp_path, DATA_PAGES, CNNLENS_DATA=str(tmp_path / "no-such-folder"))
+    data = tmp_path / "data"
+    if folder == "one class empty":  # NORMAL X-rays only: the pages must not offer an empty class
+        small_data_folder(data, per_class=2)
+        for path in (data / "PNEUMONIA").iterdir():
+            path.unlink()
+    shown = pages_under(tmp_path, DATA_PAGES, CNNLENS_DATA=str(data))
     assert set(shown) == set(DATA_PAGES)
     for file, seen in shown.items():
         assert not seen["exceptions"], (file, seen["exceptions"])
