@@ -75,6 +75,11 @@ class ModelSpec:
     weights_source: str
     training_split: TrainingSplit | None = None  # set for checkpoints written by core.train
 
+    @property
+    def downloads_weights(self) -> bool:
+        """True when the weights come from a URL (torchvision's hub) rather than a local file."""
+        return self.weights_source.startswith(("http://", "https://"))
+
 
 @dataclass(frozen=True)
 class LoadedModel:
@@ -191,24 +196,27 @@ def _imagenet_spec(name: str, arch: str, weights_enum: tvm.WeightsEnum, cam_laye
     )
 
 
+# zoo name -> (torchvision architecture, weights, CAM layer, embedding layer)
+_IMAGENET: dict[str, tuple[str, tvm.WeightsEnum, str, str]] = {
+    "resnet18-imagenet": ("resnet18", tvm.ResNet18_Weights.IMAGENET1K_V1, "layer4", "avgpool"),
+    "densenet121-imagenet": ("densenet121", tvm.DenseNet121_Weights.IMAGENET1K_V1, "features.norm5",
+                             "features.norm5"),
+}
+IMAGENET_MODELS = tuple(_IMAGENET)
+
+
 def _registry() -> dict[str, ModelSpec]:
     specs: dict[str, ModelSpec] = {}
     with contextlib.suppress(ModelUnavailable):  # get_spec("cxr-resnet18") reports why it is missing
         specs[BUNDLED] = spec_from_checkpoint(BUNDLED_WEIGHTS, BUNDLED)
-    specs["resnet18-imagenet"] = _imagenet_spec(
-        "resnet18-imagenet", "resnet18", tvm.ResNet18_Weights.IMAGENET1K_V1, "layer4", "avgpool")
-    specs["densenet121-imagenet"] = _imagenet_spec(
-        "densenet121-imagenet", "densenet121", tvm.DenseNet121_Weights.IMAGENET1K_V1, "features.norm5",
-        "features.norm5")
+    for name, (arch, weights, cam_layer, emb) in _IMAGENET.items():
+        specs[name] = _imagenet_spec(name, arch, weights, cam_layer, emb)
     return specs
 
 
 def list_specs() -> dict[str, ModelSpec]:
     """The specs that can be built here, by name (bundled first; a missing or corrupt bundled file is left out)."""
     return _registry()
-
-
-IMAGENET_MODELS = ("resnet18-imagenet", "densenet121-imagenet")
 
 
 def model_names() -> list[str]:
@@ -224,7 +232,7 @@ def unavailable_reason(name: str) -> str | None:
         spec = get_spec(name)
     except ModelUnavailable as err:
         return str(err)
-    if spec.weights_source.startswith(("http://", "https://")):
+    if spec.downloads_weights:
         cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(spec.weights_source).name
         if not cached.is_file():
             return (f"needs torchvision's ImageNet weights ({cached.name}), which are not in the torch hub cache "
@@ -307,11 +315,15 @@ def preprocess(image: LoadedImage | np.ndarray, prep: Preprocessing, device: tor
     """Image in [0, 1] -> normalised 1 x C x S x S tensor, as the model sees it."""
     array = image.array if isinstance(image, LoadedImage) else image
     x = torch.from_numpy(np.ascontiguousarray(to_channels(array.astype(np.float32), prep.channels)))[None]
-    x = resize(x, prep.size)
-    mean = torch.tensor(prep.mean, dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(prep.std, dtype=torch.float32).view(1, -1, 1, 1)
-    x = (x - mean) / std
+    x = normalise(resize(x, prep.size), prep)
     return x.to(device) if device is not None else x
+
+
+def normalise(x: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
+    """(x - mean) / std per channel for an N x C x S x S batch on any device: the last step of ``preprocess``."""
+    mean = torch.tensor(prep.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(prep.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return (x - mean) / std
 
 
 def resize(x: torch.Tensor, size: int) -> torch.Tensor:

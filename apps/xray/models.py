@@ -24,6 +24,7 @@ from torchvision import models as tvm
 from core.explain.base import last_spatial_layer
 from core.zoo import (
     IMAGENET_MEAN,
+    IMAGENET_MODELS,
     IMAGENET_STD,
     LoadedModel,
     ModelSpec,
@@ -62,9 +63,9 @@ def zoo_status() -> ZooStatus:
     unavailable: dict[str, str] = {}
     for name in model_names():
         reason = unavailable_reason(name)
-        if reason is not None and reason.startswith("needs torchvision's"):
+        if reason is not None and name in IMAGENET_MODELS:
             reason += "; this app never downloads, so fetch them once with internet access."
-        if reason is None and not get_spec(name).weights_source.startswith(("http://", "https://")):
+        if reason is None and not get_spec(name).downloads_weights:
             try:
                 load_model(name)  # a local file whose header reads can still hold tensors that do not fit
             except ModelUnavailable as err:

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from core.embed.cache import ArrayCache, default_cache, digest, weights_digest
 from core.embed.sources import ImageSet
 from core.io import ImageError
-from core.zoo import LoadedModel, Preprocessing, get_layer, preprocess, resize, to_channels
+from core.zoo import LoadedModel, Preprocessing, get_layer, normalise, preprocess, resize, to_channels
 
 BATCH_SIZE = 64
 WORKER_THRESHOLD = 256
@@ -86,9 +86,7 @@ def _collate(batch: list[tuple[torch.Tensor | None, int, str]], prep: Preprocess
         x = resize(torch.stack(tensors), prep.size)
     else:
         x = torch.cat([resize(t[None], prep.size) for t in tensors])
-    mean = torch.tensor(prep.mean, dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(prep.std, dtype=torch.float32).view(1, -1, 1, 1)
-    return (x - mean) / std, [i for _, i in good], errors
+    return normalise(x, prep), [i for _, i in good], errors
 
 
 @torch.inference_mode()

@@ -2,7 +2,8 @@
 
 A map or an accuracy over images the model was trained on flatters it; the held-out patients are the honest
 subset. The split is recomputed from the seed and fraction the checkpoint records, and trusted only when the
-recomputed validation set has the recorded size (so another folder, or a changed one, gives no answer).
+recomputed validation set matches the recorded one (``core.data.held_out_paths``: per-class counts and, where
+recorded, a digest of the file names), so another folder, or a changed one, gives no answer.
 """
 
 from __future__ import annotations

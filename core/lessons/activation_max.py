@@ -22,7 +22,7 @@ import torch
 import torchvision.transforms.functional as TF
 from torch import nn
 
-from core.zoo import Preprocessing, get_layer
+from core.zoo import Preprocessing, get_layer, normalise
 
 ProgressFn = Callable[[float], None]
 
@@ -90,15 +90,9 @@ Scorer = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
 
 def _scorer(model: nn.Module, target: Target, prep: Preprocessing) -> Scorer:
     """A function pixels in [0, 1] (1 x C x S x S) -> (score, logits for class targets else None)."""
-    mean = torch.tensor(prep.mean).view(1, -1, 1, 1)
-    std = torch.tensor(prep.std).view(1, -1, 1, 1)
-
-    def normalise(pixels: torch.Tensor) -> torch.Tensor:
-        return (pixels - mean.to(pixels.device)) / std.to(pixels.device)
-
     if target.kind == "class":
         def class_score(pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            logits = model(normalise(pixels))
+            logits = model(normalise(pixels, prep))
             if not 0 <= target.index < logits.shape[1]:
                 raise ValueError(f"Class index must be in [0, {logits.shape[1] - 1}], got {target.index}.")
             return logits[0, target.index], logits
@@ -116,7 +110,7 @@ def _scorer(model: nn.Module, target: Target, prep: Preprocessing) -> Scorer:
 
         handle = module.register_forward_hook(hook)
         try:
-            model(normalise(pixels))
+            model(normalise(pixels, prep))
         except _Stop:
             pass
         finally:
