@@ -1,32 +1,63 @@
-"""Start the whole suite: Streamlit classroom on :8501 and the Gradio X-ray app on :7860; Ctrl-C stops both."""
+"""Start the whole suite: Streamlit classroom on :8501 and the Gradio X-ray app on :7860; Ctrl-C stops both.
+
+    python -m apps.launch    (from the repository root, as ``make run`` does)
+    cnnlens                  (once installed with ``pip install .``; ``cnnlens-classroom`` starts the classroom alone)
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+APPS = Path(__file__).resolve().parent
+CLASSROOM = APPS / "streamlit_app.py"  # its Streamlit settings lie next to it, in apps/.streamlit/config.toml
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """This environment with analytics off and the folder holding ``apps`` and ``core`` first on PYTHONPATH, so
+    the children import them from the same checkout or installed copy as this launcher, whatever their folder."""
+    path = os.pathsep.join(p for p in (str(APPS.parent), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
+            "PYTHONPATH": path, **extra}
+
+
+def classroom(argv: list[str] | None = None) -> None:
+    """Serve the Streamlit classroom alone, in this process: ``cnnlens-classroom [streamlit run options]``.
+
+    The pages import ``apps`` and ``core`` from wherever this module was imported from, so nothing is added to
+    the path; Streamlit's own command line runs the script (as ``streamlit run apps/streamlit_app.py`` would).
+    """
+    from streamlit.web import cli
+
+    os.environ.setdefault("STREAMLIT_BROWSER_GATHER_USAGE_STATS", "false")
+    cli.main(["run", str(CLASSROOM), *(sys.argv[1:] if argv is None else argv)], prog_name="streamlit")
+
+
+def _stop(signum: int, frame: object) -> None:
+    """SIGTERM stops both apps as Ctrl-C does (otherwise the children would outlive the launcher)."""
+    raise KeyboardInterrupt
 
 
 def main() -> None:
     """Launch both apps as child processes and stop them together."""
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: this machine only)")
     parser.add_argument("--streamlit-port", type=int, default=8501)
     parser.add_argument("--gradio-port", type=int, default=7860)
     args = parser.parse_args()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
-           "PYTHONPATH": str(ROOT), "CNNLENS_XRAY_URL": f"http://{args.host}:{args.gradio_port}"}
+    env = child_env(CNNLENS_XRAY_URL=f"http://{args.host}:{args.gradio_port}")
     commands = [
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "apps" / "streamlit_app.py"),
+        [sys.executable, "-m", "streamlit", "run", str(CLASSROOM),
          "--server.address", args.host, "--server.port", str(args.streamlit_port)],
-        [sys.executable, str(ROOT / "apps" / "xray_app.py"), "--host", args.host, "--port", str(args.gradio_port)],
+        [sys.executable, "-m", "apps.xray_app", "--host", args.host, "--port", str(args.gradio_port)],
     ]
-    children = [subprocess.Popen(cmd, cwd=ROOT, env=env) for cmd in commands]
+    children = [subprocess.Popen(cmd, env=env) for cmd in commands]
+    signal.signal(signal.SIGTERM, _stop)
     print(f"\n  CNN Lens classroom:  http://{args.host}:{args.streamlit_port}\n"
           f"  Explain my X-ray:    http://{args.host}:{args.gradio_port}\n"
           "  For education and research only, not for diagnosis. Ctrl-C stops both.\n", flush=True)

@@ -1,15 +1,13 @@
-"""CNN Lens classroom: the Streamlit entry point (``streamlit run apps/streamlit_app.py``).
+"""CNN Lens classroom: the Streamlit entry point.
+
+    python -m streamlit run apps/streamlit_app.py    (from the repository root: ``-m`` puts it on the path)
+    cnnlens-classroom                                (once installed with ``pip install .``)
 
 Thin by design: each lesson is one file under ``apps/classroom/`` (not ``pages/``: Streamlit would also serve
 that folder as old-style pages, bypassing this navigation); the maths lives in ``core``.
 """
 
-import sys
-from pathlib import Path
-
 import streamlit as st
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # make `core` importable under `streamlit run`
 
 from apps.catalogue import LESSONS
 

@@ -1,6 +1,7 @@
 """Explain my X-ray: a Gradio app to upload a chest X-ray, see the prediction, explain it and judge the maps.
 
-    python apps/xray_app.py --port 7860 [--host 127.0.0.1] [--share]
+    python -m apps.xray_app --port 7860 [--host 127.0.0.1] [--share]    (from the repository root)
+    cnnlens-xray --port 7860 ...                                        (once installed with ``pip install .``)
 
 For education and research only, not for diagnosis. Binds to this machine only unless ``--host`` is given;
 no share link unless ``--share``; nothing is sent anywhere (Gradio analytics off). The page and the
@@ -11,15 +12,14 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import importlib.util
 import logging
 import os
 import signal
 import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: nothing phones home
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # make `core` and `apps` importable as a script
 
 STARTED = time.perf_counter()
 log = logging.getLogger("xray_app")
@@ -104,4 +104,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    if importlib.util.find_spec("apps") is None:  # `python apps/xray_app.py` from a checkout that is not installed
+        sys.exit("Cannot import the apps package: run `python -m apps.xray_app` from the repository root, set "
+                 "PYTHONPATH to it, or install CNN Lens (`pip install .`) and run `cnnlens-xray`.")
     main()

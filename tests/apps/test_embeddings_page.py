@@ -24,8 +24,6 @@ ROOT = Path(__file__).resolve().parents[2]
 PAGE = str(ROOT / "apps" / "classroom" / "embeddings.py")
 PER_CLASS = 12
 FULL_DATA = data_dir()  # read at import, before the module's fixture points $CNNLENS_DATA at a small folder
-if str(ROOT) not in sys.path:  # AppTest runs the page in this process; its `import apps...` needs the repo root
-    sys.path.insert(0, str(ROOT))
 
 pytestmark = pytest.mark.data
 

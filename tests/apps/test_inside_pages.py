@@ -7,7 +7,6 @@ import base64
 import json
 import math
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +23,6 @@ from tests.conftest import wait_for_plots
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # AppTest runs the page in this process; its `import apps...` needs the repo root
-    sys.path.insert(0, str(ROOT))
 
 
 def run(at: AppTest) -> AppTest:

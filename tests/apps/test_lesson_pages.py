@@ -4,7 +4,6 @@ they show against torch, and load each in Chromium for a screenshot."""
 import base64
 import io
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +19,6 @@ from tests.conftest import wait_for_plots
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = ROOT / "apps" / "classroom"
-if str(ROOT) not in sys.path:  # AppTest runs the page in this process; its `import apps...` needs the repo root
-    sys.path.insert(0, str(ROOT))
 
 
 def run_page(name):

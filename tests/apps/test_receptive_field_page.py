@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +21,6 @@ from core.zoo import get_spec, load_model, preprocess
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "apps" / "classroom" / "receptive_field.py"
-if str(ROOT) not in sys.path:  # AppTest runs the page in this process; its imports need the repo root
-    sys.path.insert(0, str(ROOT))
 
 
 def run(at: AppTest | None = None) -> AppTest:
