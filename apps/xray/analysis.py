@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 import core.explain  # noqa: F401  (importing the package registers every method)
 from apps.xray.models import get_model
@@ -27,6 +26,7 @@ DEFAULT_METHOD = "grad_cam"
 CURVE_STEPS = 32  # deletion / insertion steps: enough for a stable AUC, cheap on a CPU
 REFERENCE_SEEDS = (0, 1, 2)  # random maps averaged for the reference curves
 REFERENCE_GRID = 10  # random maps vary on a 10 x 10 grid: regions about the size of a CAM cell
+SANITY_COPIES = quality.SANITY_COPIES  # randomised copies per sanity check: one draw is noise
 STABILITY_SEEDS = (0, 1, 2)
 
 
@@ -106,59 +106,24 @@ def run_method(session: Session, method: str, overrides: dict[str, Any], target:
 # ---------------------------------------------------------------- trust
 
 
-def reference_curves(session: Session, target: int) -> tuple[quality.Curve, quality.Curve]:
-    """Deletion and insertion curves of random maps, averaged: what a map must beat to mean anything.
-
-    The random maps are smooth (uniform noise on a grid of REFERENCE_GRID x REFERENCE_GRID, upsampled
-    bilinearly), not per-pixel noise: deleting scattered single pixels is far more out-of-distribution for the
-    model than deleting regions, which would make every region-based map look bad (or good) for the wrong
-    reason. They depend only on the image, model and target, so they are computed once per session and target.
-    """
+def reference_curves(session: Session, target: int) -> quality.Reference:
+    """Deletion and insertion curves of smooth random maps (``quality.reference_curves``): what a map must beat
+    to mean anything. They depend only on the image, model and target, so they are computed once per session and
+    target."""
     if target not in session.references:
-        loaded = get_model(session.model_key)
-        side = session.x.shape[-1]
-        curves = []
-        for seed in REFERENCE_SEEDS:
-            noise = np.random.default_rng(seed).random((REFERENCE_GRID, REFERENCE_GRID)).astype(np.float32)
-            smooth = np.array(Image.fromarray(noise).resize((side, side), Image.Resampling.BILINEAR))
-            curves.append((quality.deletion(loaded, session.x, smooth, target, steps=CURVE_STEPS, baseline="blur"),
-                           quality.insertion(loaded, session.x, smooth, target, steps=CURVE_STEPS)))
-        session.references[target] = tuple(_mean_curve([c[i] for c in curves]) for i in (0, 1))
+        session.references[target] = quality.reference_curves(
+            get_model(session.model_key), session.x, target, seeds=REFERENCE_SEEDS, grid=REFERENCE_GRID,
+            steps=CURVE_STEPS, baseline="blur")
     return session.references[target]
 
 
-def _mean_curve(curves: list[quality.Curve]) -> quality.Curve:
-    scores = np.mean([c.scores for c in curves], axis=0)
-    return quality.Curve(curves[0].kind, curves[0].fractions, scores, float(np.mean([c.auc for c in curves])))
-
-
-def assess(session: Session, panel: Panel, progress: ProgressFn | None = None) -> dict[str, Any]:
-    """Deletion / insertion AUC against random smooth maps, and the randomisation sanity check, with readings.
-
-    Deletion replaces pixels with a blurred copy (less out-of-distribution than zeros). The sanity check
-    explains once on a copy with random top layers and compares with the map already on the board
-    (``quality.sanity_check`` would recompute the trained map too, doubling the cost of slow methods).
-    """
-    loaded = get_model(session.model_key)
+def assess(session: Session, panel: Panel, progress: ProgressFn | None = None) -> quality.Trust:
+    """Deletion / insertion against random smooth maps and the randomisation sanity check over SANITY_COPIES
+    copies, for the map already on the board (``quality.trust``; it is not recomputed). Deletion replaces pixels
+    with a blurred copy (less out-of-distribution than zeros)."""
     e = panel.explanation
-    report = progress or (lambda _f: None)
-    deletion = quality.deletion(loaded, session.x, e.heatmap, e.target, steps=CURVE_STEPS, baseline="blur")
-    insertion = quality.insertion(loaded, session.x, e.heatmap, e.target, steps=CURVE_STEPS)
-    deletion_ref, insertion_ref = reference_curves(session, e.target)
-    report(0.1)
-    net, layers = quality.randomised_copy(loaded.model, seed=0)
-    randomised = LoadedModel(loaded.spec, net, loaded.device)
-    params = {k: v for k, v in e.params.items() if k not in ("layer", "seed")}
-    redo = explain(randomised, session.x, e.method, e.target, layer=e.params.get("layer"),
-                   seed=int(e.params.get("seed", 0)), progress=lambda f: report(0.1 + 0.9 * f), **params)[0]
-    rho = quality.rank_correlation(e.heatmap, redo.heatmap)
-    return {
-        "deletion_auc": deletion.auc, "deletion_auc_random": deletion_ref.auc,
-        "insertion_auc": insertion.auc, "insertion_auc_random": insertion_ref.auc,
-        "sanity_spearman": rho, "randomised_layers": list(layers),
-        "readings": [quality.read_deletion(deletion, deletion_ref), quality.read_insertion(insertion, insertion_ref),
-                     quality.read_sanity(rho)],
-    }
+    return quality.trust(get_model(session.model_key), session.x, e, steps=CURVE_STEPS, baseline="blur",
+                         reference=reference_curves(session, e.target), copies=SANITY_COPIES, progress=progress)
 
 
 def agreement(session: Session) -> quality.Agreement | None:
@@ -206,8 +171,23 @@ def summary(session: Session, panel: Panel) -> dict[str, Any]:
     return {
         "model": session.model_key, "method": e.method, "target": e.target, "target_name": e.target_name,
         "score": e.score, "seconds": e.seconds, "params": e.params, "signed": e.signed,
-        "probabilities": session.probabilities, "quality": _finite(panel.quality),
+        "probabilities": session.probabilities, "quality": _finite(trust_summary(panel.quality)),
         "extras": _finite({k: v for k, v in e.extras.items() if _jsonable(v)}),
+    }
+
+
+def trust_summary(trust: quality.Trust | None) -> dict[str, Any] | None:
+    """The trust figures as plain values (None before they are computed). ``sanity_spearman`` is the median |rho|
+    over the randomised copies; ``sanity_correlations`` the signed rho of each."""
+    if trust is None:
+        return None
+    sanity = trust.sanity
+    return {
+        "deletion_auc": trust.deletion.auc, "deletion_auc_random": trust.reference.deletion.auc,
+        "insertion_auc": trust.insertion.auc, "insertion_auc_random": trust.reference.insertion.auc,
+        "sanity_spearman": sanity.median, "sanity_quartiles": list(sanity.quartiles),
+        "sanity_correlations": list(sanity.correlations), "sanity_verdict": sanity.verdict,
+        "randomised_layers": list(sanity.layers), "readings": list(trust.readings),
     }
 
 

@@ -109,7 +109,7 @@ def _lines(session: Session, description: str) -> list[str]:
     for p in session.panels:
         e = p.explanation
         lines.append(f"{p.title}: class {e.target_name} (p = {e.score:.3f}), computed in {e.seconds:.2f} s")
-        for reading in (p.quality or {}).get("readings", ["trust checks not run"]):
+        for reading in p.quality.readings if p.quality is not None else ["trust checks not run"]:
             lines += wrap("  • " + reading)
     agreement = analysis.agreement(session)
     if agreement is not None:

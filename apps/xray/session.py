@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from core.explain.base import Explanation
+from core.explain.quality import Reference, Trust
 from core.io import LoadedImage
 
 MAX_PANELS = 4
@@ -25,7 +26,7 @@ class Panel:
     key: str
     title: str
     explanation: Explanation
-    quality: dict[str, Any] | None = None
+    quality: Trust | None = None
 
 
 @dataclass
@@ -51,7 +52,7 @@ class Session:
     panels: list[Panel] = field(default_factory=list)
     stability: Stability | None = None
     neighbours: list[Any] = field(default_factory=list)
-    references: dict[int, tuple[Any, Any]] = field(default_factory=dict)  # random-map curves per target
+    references: dict[int, Reference] = field(default_factory=dict)  # random-map curves per target
     uploaded: bool = True  # ``source`` is then the visitor's file name, which may name the patient (fail closed)
 
     @property

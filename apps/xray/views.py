@@ -146,12 +146,15 @@ def panel_text(panel: Panel) -> str:
     q = panel.quality
     if q is None:
         return f"{head}\n\n_Trust checks running…_"
+    q1, q3 = q.sanity.quartiles
     return (f"{head}\n\n"
-            f"| deletion AUC ↓ | insertion AUC ↑ | sanity ρ (→0) |\n|---|---|---|\n"
-            f"| {_fmt(q['deletion_auc'])} (random {_fmt(q['deletion_auc_random'])}) "
-            f"| {_fmt(q['insertion_auc'])} (random {_fmt(q['insertion_auc_random'])}) "
-            f"| {_fmt(q['sanity_spearman'], 2)} |\n\n"
-            + "\n".join(f"- {html.escape(r)}" for r in q["readings"]))
+            f"| deletion AUC ↓ | insertion AUC ↑ | sanity median \\|ρ\\| (→0) |\n|---|---|---|\n"
+            f"| {_fmt(q.deletion.auc)} (random {_fmt(q.reference.deletion.auc)}) "
+            f"| {_fmt(q.insertion.auc)} (random {_fmt(q.reference.insertion.auc)}) "
+            f"| {_fmt(q.sanity.median, 2)} (IQR {_fmt(q1, 2)}–{_fmt(q3, 2)}) |\n\n"
+            + "\n".join(f"- {html.escape(r)}" for r in q.readings)
+            + f"\n\n_Sanity ρ: rank correlation with the map of {len(q.sanity.correlations)} copies whose top "
+            f"layers are randomised; its sign is ignored (a flipped map keeps its structure)._")
 
 
 def agreement_table(agreement: Agreement | None) -> str:

@@ -4,8 +4,12 @@ between maps and stability over seeds, each with a one-line plain-language readi
 - Deletion / insertion (Petsiuk et al. 2018, RISE): remove (or reveal) pixels in order of importance and
   follow the target-class probability; a good map makes it fall (rise) fast, i.e. a small deletion AUC and a
   large insertion AUC. All steps are built and evaluated in batches on the model's device.
-- Sanity check (Adebayo et al. 2018): re-initialise the top layers of a copy of the model; a map that depends
-  on what the model learned must change, so a low rank correlation with the trained model's map is good.
+- Sanity check (Adebayo et al. 2018): re-initialise the top layers of several copies of the model; a map that
+  depends on what the model learned must change, so a low rank correlation with the trained model's map is good.
+  One random copy is noise, so the check reports the median |rho| over copies and its interquartile range, and
+  gives a verdict only when the IQR is narrow; the sign of rho is ignored throughout (a flipped map keeps its
+  structure). ``cascade`` randomises deeper and deeper blocks.
+- ``trust`` runs every check for an existing explanation and returns them typed (``Trust``), with readings.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import torch
 from scipy.stats import spearmanr
 from torch import nn
 
-from core.explain.base import Explanation, batches, blur, explain
+from core.explain.base import Explanation, ProgressFn, batches, blur, explain
 from core.zoo import LoadedModel
 
 MapLike = np.ndarray | torch.Tensor
@@ -104,6 +108,13 @@ def _importance_rank(heatmap: MapLike, shape: tuple[int, int], device: torch.dev
 
 # ---------------------------------------------------------------- model-randomisation sanity check
 
+SANITY_COPIES = 5  # randomised copies per check: one draw is noise (on real X-rays rho ranges over -0.8 .. +0.5)
+MIN_COPIES = 3  # fewer copies give no spread to judge, so no verdict
+MAX_IQR = 0.3  # a wider interquartile range of |rho| than the narrowest band: the draw decides the verdict, so none
+SANITY_BANDS = (0.3, 0.7)  # |rho| below the first: the map changed completely; from the second on: barely changed
+Verdict = Literal["learned", "mixed", "structure", "inconclusive"]
+_UNRECORDED = ("batch_size", "class_names", "prep")  # explain keywords an Explanation does not record
+
 
 def top_layers(model: nn.Module, blocks: int = 1) -> tuple[str, ...]:
     """The classifier head plus the last ``blocks`` parameterised blocks before it (ResNet: layer4.1, fc)."""
@@ -118,13 +129,27 @@ def top_layers(model: nn.Module, blocks: int = 1) -> tuple[str, ...]:
     return (*(inner[-blocks:] if inner else [body_name]), head)
 
 
+def cascade_layers(model: nn.Module) -> tuple[str, ...]:
+    """Parameterised blocks from the output down, the order of cascading randomisation: the head, then each
+    stage's blocks from its last (ResNet: fc, layer4.1, layer4.0, layer3.1, ..., layer1.0, bn1, conv1)."""
+    order: list[str] = []
+    for name, child in reversed(list(model.named_children())):
+        if not any(True for _ in child.parameters()):
+            continue
+        inner = [f"{name}.{n}" for n, m in child.named_children() if any(True for _ in m.parameters())]
+        order += reversed(inner) if inner else [name]
+    if not order:
+        raise ValueError("The model has no layers with parameters to randomise.")
+    return tuple(order)
+
+
 def randomised_copy(model: nn.Module, layers: Sequence[str] | None = None, seed: int = 0
                     ) -> tuple[nn.Module, tuple[str, ...]]:
     """A deep copy of ``model`` whose ``layers`` (default: top_layers) are re-initialised, and their names.
 
-    Every submodule with ``reset_parameters`` is reset under a forked, seeded RNG, so the copy is the same for
-    a seed and the global random state is untouched; a lock keeps concurrent calls (web requests) from
-    drawing from each other's seeded stream.
+    Every submodule with ``reset_parameters`` is reset, layer by layer in the order given, under a forked, seeded
+    RNG, so the copy is the same for a seed and the global random state is untouched; a lock keeps concurrent
+    calls (web requests) from drawing from each other's seeded stream.
     """
     layers = tuple(layers) if layers is not None else top_layers(model)
     clone = copy.deepcopy(model)
@@ -138,43 +163,147 @@ def randomised_copy(model: nn.Module, layers: Sequence[str] | None = None, seed:
     return clone.eval(), layers
 
 
+def sanity_rho(trained: MapLike, randomised: MapLike) -> float:
+    """Spearman rho between a map on the trained model and one on a randomised copy, defined for flat maps too.
+
+    A flat (constant) map ranks every pixel equal. Two flat maps therefore rank alike: rho = 1 (the map did not
+    change). A flat map shares no ordering with a structured one: rho = 0 (e.g. Grad-CAM of a randomised head is
+    often all zero after its ReLU: the map changed completely). Never NaN for finite maps.
+    """
+    a, b = _flat(trained), _flat(randomised)
+    if a.shape != b.shape:
+        raise ValueError(f"maps differ in size: {a.size} vs {b.size} pixels.")
+    flat_a, flat_b = bool(np.ptp(a) == 0), bool(np.ptp(b) == 0)
+    if flat_a or flat_b:
+        return 1.0 if flat_a and flat_b else 0.0
+    return float(spearmanr(a, b).statistic)
+
+
+def _band(size: float) -> Verdict:
+    low, high = SANITY_BANDS
+    return "learned" if size < low else "mixed" if size < high else "structure"
+
+
 @dataclass(frozen=True)
 class SanityCheck:
-    """Rank correlation between a method's map on the trained model and on top-randomised copies.
+    """Rank correlation between a method's map on the trained model and on several top-randomised copies.
 
-    ``correlations`` holds the signed Spearman rho for each copy; ``spearman`` is their mean size |rho| (a sign
-    flip keeps a map's structure, so it counts as similar); ``spearman_abs`` the mean rho of the maps' absolute
-    values (Adebayo et al. report both).
+    ``correlations`` holds the signed Spearman rho for each copy (``sanity_rho``: flat maps give 1 or 0, never
+    NaN). Everything derived uses its size |rho|: a sign flip keeps a map's structure, so rho = -0.9 counts as
+    similar as +0.9. ``magnitude_correlations``: rho between the maps' absolute values (Adebayo et al. report
+    both; equal to ``correlations`` for unsigned maps). ``seeds``: the copies' initialisation seeds.
     """
 
-    spearman: float
-    spearman_abs: float
     correlations: tuple[float, ...]
+    magnitude_correlations: tuple[float, ...]
     layers: tuple[str, ...]
+    seeds: tuple[int, ...]
     trained: Explanation
     randomised: tuple[Explanation, ...]
 
+    @property
+    def sizes(self) -> np.ndarray:
+        """|rho| per copy."""
+        return np.abs(np.asarray(self.correlations, dtype=np.float64))
 
-def sanity_check(model: Model, x: torch.Tensor, method: str, target: int | None = None, *,
-                 layers: Sequence[str] | None = None, seed: int = 0, copies: int = 1, **options: Any
-                 ) -> SanityCheck:
-    """Explain one image with the trained model and with ``copies`` copies whose top layers are re-initialised
-    (seeds ``seed``, ``seed + 1``, ...; same target and method seed); ``options`` go to ``explain`` (layer,
-    batch_size, method parameters). One random copy gives a noisy answer (on the bundled model rho moves by
-    +-0.5 between initialisations), so use a few copies when the number matters."""
+    @property
+    def median(self) -> float:
+        """Median |rho| over the copies: the headline number (0 = the map changed completely, 1 = not at all)."""
+        return float(np.median(self.sizes))
+
+    @property
+    def quartiles(self) -> tuple[float, float]:
+        """Lower and upper quartile of |rho| over the copies (numpy's linear interpolation: with 5 copies, the
+        2nd and 4th smallest)."""
+        q1, q3 = np.percentile(self.sizes, [25, 75])
+        return float(q1), float(q3)
+
+    @property
+    def iqr(self) -> float:
+        """Interquartile range of |rho|: how much the answer depends on the random draw."""
+        q1, q3 = self.quartiles
+        return q3 - q1
+
+    @property
+    def flat(self) -> bool:
+        """The map on the trained model is constant: it ranks nothing, so there is nothing to check."""
+        return bool(np.ptp(self.trained.heatmap) == 0)
+
+    @property
+    def verdict(self) -> Verdict:
+        """The band of the median |rho| (below 0.3 "learned", below 0.7 "mixed", else "structure"), given only
+        when the spread allows one: "inconclusive" when the IQR is wider than MAX_IQR (0.3, the narrowest band),
+        with fewer than MIN_COPIES copies, or when the trained map is flat."""
+        if self.flat or len(self.correlations) < MIN_COPIES or not np.isfinite(self.sizes).all():
+            return "inconclusive"
+        return _band(self.median) if self.iqr <= MAX_IQR else "inconclusive"
+
+
+def sanity_check(model: Model, x: torch.Tensor, method: str | Explanation, target: int | None = None, *,
+                 layers: Sequence[str] | None = None, seed: int = 0, copies: int = SANITY_COPIES,
+                 progress: ProgressFn | None = None, **options: Any) -> SanityCheck:
+    """Explain one image with the trained model (or take its existing ``Explanation`` of ``x``) and with
+    ``copies`` copies whose ``layers`` (default: top_layers) are re-initialised with seeds ``seed``,
+    ``seed + 1``, ...; same method, target, layer, parameters and method seed.
+
+    With a method name, ``seed`` is also the method's seed and ``options`` go to ``explain`` (layer,
+    batch_size, method parameters). With an Explanation its recorded parameters are reused, ``options`` may add
+    only what it does not record (e.g. batch_size), and ``target`` must be None or its target.
+    """
     if copies < 1:
         raise ValueError(f"copies must be at least 1, got {copies}.")
     net = model.model if isinstance(model, LoadedModel) else model
-    trained = explain(model, x, method, target, seed=seed, **options)[0]
-    randomised, names = [], tuple(layers) if layers is not None else top_layers(net)
-    for copy_seed in range(seed, seed + copies):
+    names = tuple(layers) if layers is not None else top_layers(net)
+    if isinstance(method, Explanation):
+        trained, runs = method, copies
+        if target is not None and target != trained.target:
+            raise ValueError(f"target {target} differs from the explanation's target {trained.target}.")
+        clash = sorted(set(options) & (set(trained.params) | {"layer", "seed"}))
+        if clash:
+            raise ValueError(f"{', '.join(clash)} come(s) from the explanation; do not pass them again.")
+        recorded = dict(trained.params)
+        call = {**recorded, **options, "layer": recorded.get("layer"), "seed": int(recorded.get("seed", 0))}
+    else:
+        runs = copies + 1
+        trained = explain(model, x, method, target, seed=seed, progress=_part(progress, 0, runs), **options)[0]
+        call = {**options, "seed": seed}
+    randomised = []
+    for i, copy_seed in enumerate(range(seed, seed + copies)):
         random_net, _ = randomised_copy(net, names, copy_seed)
         random_model = dataclasses.replace(model, model=random_net) if isinstance(model, LoadedModel) else random_net
-        randomised.append(explain(random_model, x, method, trained.target, seed=seed, **options)[0])
-    signed = tuple(rank_correlation(trained.heatmap, r.heatmap) for r in randomised)
-    unsigned = [rank_correlation(np.abs(trained.heatmap), np.abs(r.heatmap)) for r in randomised]
-    return SanityCheck(float(np.mean(np.abs(signed))), float(np.mean(unsigned)), signed, names, trained,
-                       tuple(randomised))
+        part = _part(progress, runs - copies + i, runs)
+        randomised.append(explain(random_model, x, trained.method, trained.target, progress=part, **call)[0])
+    signed = tuple(sanity_rho(trained.heatmap, r.heatmap) for r in randomised)
+    magnitude = tuple(sanity_rho(np.abs(trained.heatmap), np.abs(r.heatmap)) for r in randomised)
+    return SanityCheck(signed, magnitude, names, tuple(range(seed, seed + copies)), trained, tuple(randomised))
+
+
+def cascade(model: Model, x: torch.Tensor, method: str | Explanation, target: int | None = None, *,
+            blocks: Sequence[str] | None = None, seed: int = 0, copies: int = SANITY_COPIES,
+            progress: ProgressFn | None = None, **options: Any) -> tuple[SanityCheck, ...]:
+    """Cascading randomisation (Adebayo et al. 2018): one SanityCheck per depth, the k-th randomising the first
+    k of ``blocks`` (default: cascade_layers, from the output down). A copy keeps its seed across depths, so
+    the blocks already randomised keep their random weights as deeper ones join. Arguments as in sanity_check;
+    the trained map is computed once."""
+    net = model.model if isinstance(model, LoadedModel) else model
+    blocks = tuple(blocks) if blocks is not None else cascade_layers(net)
+    if not blocks:
+        raise ValueError("cascade needs at least one block to randomise.")
+    if isinstance(method, Explanation):
+        trained = method
+    else:
+        trained = explain(model, x, method, target, seed=seed, **options)[0]
+        options = {k: v for k, v in options.items() if k in _UNRECORDED}  # the rest is recorded in ``trained``
+    return tuple(sanity_check(model, x, trained, layers=blocks[:depth], seed=seed, copies=copies,
+                              progress=_part(progress, depth - 1, len(blocks)), **options)
+                 for depth in range(1, len(blocks) + 1))
+
+
+def _part(progress: ProgressFn | None, index: int, parts: int) -> ProgressFn | None:
+    """Progress of run ``index`` of ``parts`` (each reporting 0..1) as a share of one bar."""
+    if progress is None:
+        return None
+    return lambda fraction: progress((index + fraction) / parts)
 
 
 # ---------------------------------------------------------------- agreement and stability
@@ -321,21 +450,37 @@ def read_insertion(curve: Curve, reference: Curve | None = None) -> str:
     return f"insertion AUC {curve.auc:.2f}: {verdict}"
 
 
+_SANITY_READINGS = {
+    "learned": "the map changes completely when the top layers are randomised — it reflects what the model learned",
+    "mixed": "the map changes partly when the top layers are randomised — it mixes learned evidence with image "
+             "structure",
+    "structure": "the map barely changes when the top layers are randomised — it shows image structure more than "
+                 "the model's reasoning",
+}
+
+
 def read_sanity(check: SanityCheck | float) -> str:
-    """One line on the model-randomisation check: the closer ρ is to 0 (either sign), the more the map depends
-    on the learned weights."""
-    rho = check.spearman if isinstance(check, SanityCheck) else float(check)
+    """One line on the model-randomisation check, always by the size |ρ| (a sign flip keeps the map's structure):
+    the closer |ρ| is to 0, the more the map depends on the learned weights. A SanityCheck is read by its verdict
+    (median |ρ| and IQR over the copies; no verdict when they disagree); a bare number is one copy's ρ."""
+    if isinstance(check, SanityCheck):
+        if check.flat:
+            return "sanity check undefined: the map is flat on the trained model, so there is nothing to compare"
+        q1, q3 = check.quartiles
+        n = len(check.correlations)
+        head = f"sanity check median |ρ| = {check.median:.2f} over {n} randomised cop{'y' if n == 1 else 'ies'}"
+        if n < MIN_COPIES:
+            return f"{head}: inconclusive — too few copies to tell the map's change from the luck of one draw " \
+                   f"(use at least {MIN_COPIES})"
+        head += f" (IQR {q1:.2f}–{q3:.2f})"
+        if check.verdict == "inconclusive":
+            return f"{head}: inconclusive — the copies disagree on how much the map changes (IQR above " \
+                   f"{MAX_IQR:.1f}), so its dependence on the learned weights cannot be told from the random draw"
+        return f"{head}: {_SANITY_READINGS[check.verdict]}"
+    rho = float(check)
     if np.isnan(rho):
         return "sanity check undefined: one of the maps is flat"
-    if abs(rho) < 0.3:  # a sign flip keeps the map's structure, so judge the size of the correlation
-        verdict = "the map changes completely when the top layers are randomised — it reflects what the model learned"
-    elif abs(rho) < 0.7:
-        verdict = "the map changes partly when the top layers are randomised — it mixes learned evidence with " \
-                  "image structure"
-    else:
-        verdict = "the map barely changes when the top layers are randomised — it shows image structure more than " \
-                  "the model's reasoning"
-    return f"sanity check ρ = {rho:.2f}: {verdict}"
+    return f"sanity check |ρ| = {abs(rho):.2f}: {_SANITY_READINGS[_band(abs(rho))]}"
 
 
 def read_agreement(rho: float, iou: float, fraction: float = 0.1) -> str:
@@ -363,3 +508,81 @@ def read_stability(result: Stability) -> str:
     else:
         verdict = "the map changes with the seed — use more samples before reading it"
     return f"stability ρ = {rho:.2f} over {len(result.seeds)} seeds: {verdict}"
+
+
+# ---------------------------------------------------------------- trust: every check for one explanation
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Mean deletion and insertion curves of smooth random maps (``random_map``): what a map must beat. It depends
+    only on the image, model, target and settings, so an app can compute it once per image and target."""
+
+    deletion: Curve
+    insertion: Curve
+    target: int
+    seeds: tuple[int, ...]
+    grid: int
+    baseline: Literal["zero", "blur"]
+
+
+def reference_curves(model: Model, x: torch.Tensor, target: int, *, seeds: Sequence[int] = (0, 1, 2), grid: int = 8,
+                     steps: int = 50, baseline: Literal["zero", "blur"] = "blur", batch_size: int = 64) -> Reference:
+    """Deletion and insertion curves of one ``random_map`` per seed (on a ``grid`` x ``grid`` lattice), averaged."""
+    if not seeds:
+        raise ValueError("reference_curves needs at least one seed.")
+    shape = (int(x.shape[-2]), int(x.shape[-1]))
+    curves = []
+    for seed in seeds:
+        smooth = random_map(shape, seed, grid)
+        curves.append((deletion(model, x, smooth, target, steps=steps, baseline=baseline, batch_size=batch_size),
+                       insertion(model, x, smooth, target, steps=steps, batch_size=batch_size)))
+    return Reference(_mean_curve([c[0] for c in curves]), _mean_curve([c[1] for c in curves]), int(target),
+                     tuple(seeds), grid, baseline)
+
+
+def _mean_curve(curves: Sequence[Curve]) -> Curve:
+    scores = np.mean([c.scores for c in curves], axis=0)
+    return Curve(curves[0].kind, curves[0].fractions, scores, float(np.mean([c.auc for c in curves])))
+
+
+@dataclass(frozen=True)
+class Trust:
+    """How far to trust one map: its deletion and insertion curves, the random-map reference they are read
+    against, and the model-randomisation sanity check."""
+
+    deletion: Curve
+    insertion: Curve
+    reference: Reference
+    sanity: SanityCheck
+
+    @property
+    def readings(self) -> tuple[str, str, str]:
+        """One plain-language line each on deletion, insertion and the sanity check."""
+        return (read_deletion(self.deletion, self.reference.deletion),
+                read_insertion(self.insertion, self.reference.insertion), read_sanity(self.sanity))
+
+
+def trust(model: Model, x: torch.Tensor, explanation: Explanation, *, steps: int = 50,
+          baseline: Literal["zero", "blur"] = "blur", reference: Reference | None = None,
+          reference_seeds: Sequence[int] = (0, 1, 2), grid: int = 8, copies: int = SANITY_COPIES,
+          layers: Sequence[str] | None = None, seed: int = 0, batch_size: int = 64,
+          progress: ProgressFn | None = None) -> Trust:
+    """Every trust check for an existing explanation of ``x`` (its map is not recomputed): deletion (pixels
+    replaced by ``baseline``; blur is less out-of-distribution than zeros) and insertion curves in ``steps``
+    steps, the random-map ``reference`` (computed from ``reference_seeds`` and ``grid`` unless given), and the
+    sanity check over ``copies`` copies with ``layers`` randomised (seeds ``seed``, ``seed + 1``, ...)."""
+    target = explanation.target
+    if reference is None:
+        reference = reference_curves(model, x, target, seeds=reference_seeds, grid=grid, steps=steps,
+                                     baseline=baseline, batch_size=batch_size)
+    elif (reference.target, reference.baseline, len(reference.deletion.fractions)) != (target, baseline, steps + 1):
+        raise ValueError(f"the reference was computed for target {reference.target}, baseline {reference.baseline!r} "
+                         f"and {len(reference.deletion.fractions) - 1} steps, not {target}, {baseline!r}, {steps}.")
+    curve_del = deletion(model, x, explanation.heatmap, target, steps=steps, baseline=baseline, batch_size=batch_size)
+    curve_ins = insertion(model, x, explanation.heatmap, target, steps=steps, batch_size=batch_size)
+    if progress is not None:
+        progress(0.1)
+    check = sanity_check(model, x, explanation, layers=layers, seed=seed, copies=copies, batch_size=batch_size,
+                         progress=None if progress is None else lambda f: progress(0.1 + 0.9 * f))
+    return Trust(curve_del, curve_ins, reference, check)

@@ -210,20 +210,39 @@ def test_run_method_settings_errors_name_the_problem(session):
         analysis.run_method(session, "grad_cam", {}, target=5)
 
 
-def test_trust_figures_match_core_quality(session):
+def test_trust_figures_match_core_quality(session, monkeypatch):
     panel = analysis.run_method(session, "grad_cam", {}, target="NORMAL", layer="layer3")
     assert panel.explanation.target == 0 and panel.explanation.params["layer"] == "layer3"
+    calls = []
+    real = quality.explain
+    monkeypatch.setattr(quality, "explain", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
     figures = analysis.assess(session, panel)
+    monkeypatch.undo()
+    assert isinstance(figures, quality.Trust)
+    assert len(calls) == analysis.SANITY_COPIES  # the map on the board is reused, not recomputed
     loaded = load_model("cxr-resnet18")
     e = panel.explanation
     expected = quality.deletion(loaded, session.x, e.heatmap, 0, steps=analysis.CURVE_STEPS, baseline="blur")
-    assert figures["deletion_auc"] == pytest.approx(expected.auc, abs=1e-6)
-    random_net, layers = quality.randomised_copy(loaded.model, seed=0)
-    redo = explain(random_net, session.x, "grad_cam", 0, layer="layer3")[0]
-    assert figures["sanity_spearman"] == pytest.approx(quality.rank_correlation(e.heatmap, redo.heatmap), abs=1e-6)
-    assert figures["randomised_layers"] == list(layers)
+    assert figures.deletion.auc == pytest.approx(expected.auc, abs=1e-6)
+    rhos = []
+    for seed in range(analysis.SANITY_COPIES):
+        random_net, layers = quality.randomised_copy(loaded.model, seed=seed)
+        redo = explain(random_net, session.x, "grad_cam", 0, layer="layer3")[0]
+        rhos.append(quality.sanity_rho(e.heatmap, redo.heatmap))
+    assert figures.sanity.correlations == pytest.approx(rhos, abs=1e-6)
+    assert figures.sanity.median == pytest.approx(np.median(np.abs(rhos)), abs=1e-6)
+    assert figures.sanity.layers == layers and figures.sanity.trained is e
     assert 0 in session.references  # the random-map reference is computed once per target
-    assert figures["deletion_auc_random"] == pytest.approx(session.references[0][0].auc)
+    assert figures.reference is session.references[0] and figures.reference.target == 0
+    assert figures.reference.grid == analysis.REFERENCE_GRID and figures.reference.seeds == analysis.REFERENCE_SEEDS
+    panel.quality = figures
+    text = views.panel_text(panel)
+    assert f"| {figures.sanity.median:.2f} (IQR " in text and "median \\|ρ\\|" in text and "nan" not in text
+    assert f"median |ρ| = {figures.sanity.median:.2f}" in text  # the reading repeats the number in the table
+    q = analysis.trust_summary(figures)
+    assert q["sanity_spearman"] == figures.sanity.median and q["sanity_verdict"] == figures.sanity.verdict
+    assert q["sanity_correlations"] == list(figures.sanity.correlations) and len(q["readings"]) == 3
+    assert q["deletion_auc_random"] == figures.reference.deletion.auc
 
 
 def test_stability_summarises_seeds_and_refuses_deterministic_methods(session):
@@ -242,9 +261,14 @@ def test_summary_is_plain_json(session):
     import json
 
     panel = analysis.run_method(session, "occlusion", {"patch": 40, "stride": 40})
-    panel.quality = {"deletion_auc": float("nan"), "readings": ["x"]}
+    e, fractions = panel.explanation, np.linspace(0, 1, 3)
+    curve = quality.Curve("deletion", fractions, np.zeros(3), float("nan"))
+    reference = quality.Reference(curve, quality.Curve("insertion", fractions, np.ones(3), 1.0), e.target, (0,), 4,
+                                  "blur")
+    sanity = quality.SanityCheck((0.1, -0.2, 0.3), (0.1, 0.2, 0.3), ("fc",), (0, 1, 2), e, (e, e, e))
+    panel.quality = quality.Trust(curve, reference.insertion, reference, sanity)
     text = json.dumps(analysis.summary(session, panel), allow_nan=False)
-    assert '"deletion_auc": null' in text
+    assert '"deletion_auc": null' in text and '"sanity_spearman": 0.2' in text
 
 
 def test_dicom_metadata_shown_is_the_safe_subset():

@@ -1,5 +1,6 @@
 """Quality of explanations: deletion/insertion against hand-built images, the sanity check on a trained
-vs randomised network, agreement and stability, and the plain-language readings."""
+vs randomised network (and its median / IQR / verdict on maps with hand-computed ranks), the trust pipeline,
+agreement and stability, and the plain-language readings."""
 
 import threading
 
@@ -9,11 +10,15 @@ import torch
 from scipy.stats import rankdata
 from torch import nn
 
-from core.explain import explain
-from core.explain.base import blur
+from core.explain import explain, quality
+from core.explain.base import Explanation, blur
 from core.explain.quality import (
     Curve,
+    SanityCheck,
+    Trust,
     agreement,
+    cascade,
+    cascade_layers,
     deletion,
     insertion,
     random_map,
@@ -24,10 +29,13 @@ from core.explain.quality import (
     read_insertion,
     read_sanity,
     read_stability,
+    reference_curves,
     sanity_check,
+    sanity_rho,
     stability,
     top_layers,
     top_overlap,
+    trust,
 )
 
 SIDE = 32
@@ -170,20 +178,177 @@ def trained_net() -> nn.Module:
 def test_sanity_check_separates_trained_from_randomised(trained_net):
     x, y, square = blob_batch(1, torch.Generator().manual_seed(5))
     options = {"n_samples": 300, "n_segments": 25, "compactness": 40.0, "hide": "zero"}  # a 5 x 5 grid-like split
-    check = sanity_check(trained_net, x, "kernel_shap", copies=2, **options)
+    check = sanity_check(trained_net, x, "kernel_shap", **options)
     assert check.trained.target == int(y) and 0.6 < check.trained.score < 0.999
-    assert check.layers == ("4", "7") and len(check.randomised) == len(check.correlations) == 2
-    assert check.correlations == tuple(rank_correlation(check.trained.heatmap, r.heatmap) for r in check.randomised)
-    assert check.spearman == pytest.approx(np.mean(np.abs(check.correlations)))
-    assert check.spearman < 0.5
+    assert check.layers == ("4", "7") and len(check.randomised) == len(check.correlations) == quality.SANITY_COPIES
+    assert check.seeds == tuple(range(quality.SANITY_COPIES))
+    assert check.correlations == tuple(sanity_rho(check.trained.heatmap, r.heatmap) for r in check.randomised)
+    assert check.median == pytest.approx(np.median(np.abs(check.correlations)))
+    assert check.median < 0.5
     assert "reflects what the model learned" in read_sanity(check) or "changes partly" in read_sanity(check)
     # The same check with nothing randomised gives identical maps: the test can tell the difference.
-    control = sanity_check(trained_net, x, "kernel_shap", layers=(), **options)
-    assert control.spearman == pytest.approx(1.0)
+    control = sanity_check(trained_net, x, "kernel_shap", layers=(), copies=3, **options)
+    assert control.median == pytest.approx(1.0) and control.verdict == "structure"
     assert "barely changes" in read_sanity(control)
     # The trained map points at the square: its most positive superpixel covers most of it.
     top = check.trained.extras["segments"] == check.trained.extras["top_positive"][0]
     assert top[square[0].numpy()].mean() > 0.5
+
+
+def test_sanity_check_reuses_an_existing_explanation(trained_net, monkeypatch):
+    x, _, _ = blob_batch(1, torch.Generator().manual_seed(5))
+    fresh = sanity_check(trained_net, x, "grad_cam", 1, layer="2", copies=3)
+    calls = []
+    real = quality.explain
+    monkeypatch.setattr(quality, "explain", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    reused = sanity_check(trained_net, x, fresh.trained, copies=3)
+    assert len(calls) == 3  # the copies only: the trained map is taken as given
+    assert reused.trained is fresh.trained and reused.trained.params["layer"] == "2"
+    assert reused.correlations == pytest.approx(fresh.correlations, abs=1e-6)
+    assert all(r.target == 1 and r.params == fresh.trained.params for r in reused.randomised)
+    with pytest.raises(ValueError, match="differs"):
+        sanity_check(trained_net, x, fresh.trained, 0)
+    with pytest.raises(ValueError, match="layer"):
+        sanity_check(trained_net, x, fresh.trained, layer="0")
+    with pytest.raises(ValueError, match="copies"):
+        sanity_check(trained_net, x, fresh.trained, copies=0)
+
+
+# ---------------------------------------------------------------- median, IQR and verdict on hand-ranked maps
+# 2 x 2 maps: Spearman rho = 1 - 6 * sum(d^2) / (4 * 15) = 1 - sum(d^2) / 10 against the ranks TRAINED, so every
+# rho below is computed by hand from the rank differences d.
+
+TRAINED = [[1, 2], [3, 4]]
+FLAT = [[5, 5], [5, 5]]
+RANKED = {  # rho against TRAINED: map with that rho (sum of d^2)
+    1.0: [[1, 2], [3, 4]], 0.8: [[2, 1], [3, 4]], 0.6: [[2, 1], [4, 3]], 0.2: [[3, 2], [1, 4]],
+    0.0: [[2, 4], [1, 3]], -0.2: [[4, 1], [2, 3]], -0.6: [[3, 4], [1, 2]], -0.8: [[4, 2], [3, 1]],
+    -1.0: [[4, 3], [2, 1]],
+}
+
+
+class Copy(nn.Module):
+    """Stands for the randomised copy drawn with ``seed``."""
+
+    def __init__(self, seed: int):
+        super().__init__()
+        self.seed = seed
+
+
+def hand_check(monkeypatch, copies: list, trained=TRAINED, first_seed: int = 0) -> SanityCheck:
+    """sanity_check where the copy with seed ``first_seed + i`` has the map ``copies[i]``."""
+    monkeypatch.setattr(quality, "randomised_copy", lambda net, layers, seed: (Copy(seed), tuple(layers)))
+
+    def fake_explain(model, x, method, target=None, **options):
+        heat = copies[model.seed - first_seed] if isinstance(model, Copy) else trained
+        return [Explanation(method, np.asarray(heat, dtype=np.float64), 1, "one", 0.9, {}, 0.0, False)]
+
+    monkeypatch.setattr(quality, "explain", fake_explain)
+    return sanity_check(nn.Linear(1, 1), torch.zeros(1, 1, 2, 2), "hand", layers=("head",), seed=first_seed,
+                        copies=len(copies))
+
+
+@pytest.mark.parametrize(("rhos", "median", "quartiles", "verdict"), [
+    # |rho| = 0.8 0.8 0.8 0.8 0.6: structure. Signed rho has median 0.6 and spans -0.8 .. 0.8 (a signed
+    # implementation says "mixed" or "inconclusive").
+    ((-0.8, -0.8, 0.8, 0.8, 0.6), 0.8, (0.8, 0.8), "structure"),
+    # |rho| = 0 0.2 0.2 0.2 1: median 0.2 and IQR 0.2 .. 0.2, the outlier ignored (the mean, 0.32, says "mixed").
+    ((0.0, 0.2, -0.2, 0.2, 1.0), 0.2, (0.2, 0.2), "learned"),
+    # |rho| = 0 0.2 0.6 0.8 1: median 0.6 ("mixed" alone) but the IQR 0.2 .. 0.8 spans all three bands.
+    ((0.0, 0.2, -0.6, 0.8, -1.0), 0.6, (0.2, 0.8), "inconclusive"),
+    # |rho| = 0.2 0.2 0.6 0.6 0.6: the IQR 0.2 .. 0.6 (0.4) is wider than the narrowest band (0.3).
+    ((0.2, -0.2, 0.6, 0.6, -0.6), 0.6, (0.2, 0.6), "inconclusive"),
+    # |rho| = 0.6 0.6 0.6 0.8 1: a narrow IQR (0.2); the verdict is the median's band, not the upper quartile's.
+    ((0.6, 0.6, 0.6, -0.8, 1.0), 0.6, (0.6, 0.8), "mixed"),
+])
+def test_median_iqr_and_verdict_from_hand_ranked_maps(monkeypatch, rhos, median, quartiles, verdict):
+    check = hand_check(monkeypatch, [RANKED[r] for r in reversed(rhos)], first_seed=7)
+    assert check.seeds == (7, 8, 9, 10, 11)
+    assert check.correlations == pytest.approx(tuple(reversed(rhos)), abs=1e-9)  # copy i has seed 7 + i
+    assert check.median == pytest.approx(median, abs=1e-9)
+    assert check.quartiles == pytest.approx(quartiles, abs=1e-9)
+    assert check.iqr == pytest.approx(quartiles[1] - quartiles[0], abs=1e-9)
+    assert check.verdict == verdict
+    reading = read_sanity(check)
+    assert reading.startswith(f"sanity check median |ρ| = {median:.2f} over 5 randomised copies (IQR "
+                              f"{quartiles[0]:.2f}–{quartiles[1]:.2f}):")
+    words = {"structure": "barely changes", "learned": "changes completely", "mixed": "changes partly",
+             "inconclusive": "inconclusive"}
+    assert words[verdict] in reading
+    assert all(other not in reading for v, other in words.items() if v != verdict)
+    assert "-0." not in reading  # the size of rho, never its sign
+
+
+def test_one_or_two_copies_never_give_a_verdict(monkeypatch):
+    for copies in ([RANKED[1.0]], [RANKED[-1.0], RANKED[1.0]]):
+        check = hand_check(monkeypatch, copies)
+        assert check.median == pytest.approx(1.0) and check.verdict == "inconclusive"
+        assert "inconclusive" in read_sanity(check) and "barely changes" not in read_sanity(check)
+    assert read_sanity(hand_check(monkeypatch, [RANKED[1.0]])).startswith("sanity check median |ρ| = 1.00 over 1 "
+                                                                          "randomised copy:")
+
+
+def test_flat_maps_give_defined_correlations_not_nan(monkeypatch):
+    # A flat copy shares no ordering with the structured trained map: rho = 0 (it changed completely).
+    check = hand_check(monkeypatch, [FLAT, np.zeros((2, 2)), FLAT, RANKED[0.2], RANKED[-0.2]])
+    assert check.correlations == pytest.approx((0.0, 0.0, 0.0, 0.2, -0.2), abs=1e-9)
+    assert check.median == 0.0 and check.quartiles == pytest.approx((0.0, 0.2)) and check.verdict == "learned"
+    assert not check.flat and "nan" not in read_sanity(check)
+    # A flat trained map ranks nothing: two flat maps rank alike (rho = 1), but there is nothing to judge.
+    flat = hand_check(monkeypatch, [FLAT, np.zeros((2, 2)), RANKED[0.8], FLAT, FLAT], trained=np.ones((2, 2)))
+    assert flat.correlations == (1.0, 1.0, 0.0, 1.0, 1.0) and flat.median == 1.0
+    assert flat.flat and flat.verdict == "inconclusive"
+    assert "flat" in read_sanity(flat) and "barely changes" not in read_sanity(flat)
+    assert sanity_rho(FLAT, np.zeros((2, 2))) == 1.0 and sanity_rho(TRAINED, FLAT) == sanity_rho(FLAT, TRAINED) == 0
+    assert sanity_rho(TRAINED, RANKED[-0.6]) == pytest.approx(-0.6)
+    with pytest.raises(ValueError, match="differ in size"):
+        sanity_rho(TRAINED, np.zeros(5))
+
+
+# ---------------------------------------------------------------- cascade and the trust pipeline
+
+
+def test_cascade_randomises_deeper_blocks_and_keeps_each_copys_weights(trained_net):
+    from core.nets import WideResNet18
+
+    resnet = cascade_layers(WideResNet18(width=8, in_channels=1, num_classes=2))
+    assert resnet[:4] == ("fc", "layer4.1", "layer4.0", "layer3.1") and resnet[-3:] == ("layer1.0", "bn1", "conv1")
+    assert cascade_layers(trained_net) == ("7", "4", "2", "0")
+    x, _, _ = blob_batch(1, torch.Generator().manual_seed(5))
+    checks = cascade(trained_net, x, "saliency", copies=2)
+    assert [c.layers for c in checks] == [("7",), ("7", "4"), ("7", "4", "2"), ("7", "4", "2", "0")]
+    assert all(c.trained is checks[0].trained for c in checks)
+    deepest = sanity_check(trained_net, x, checks[0].trained, layers=("7", "4", "2", "0"), copies=2)
+    assert checks[-1].correlations == pytest.approx(deepest.correlations, abs=1e-6)
+    shallow, _ = randomised_copy(trained_net, ("7",), seed=1)
+    deep, _ = randomised_copy(trained_net, ("7", "4"), seed=1)
+    assert torch.equal(shallow.state_dict()["7.weight"], deep.state_dict()["7.weight"])
+
+
+def test_trust_equals_its_parts_and_takes_a_cached_reference(trained_net, monkeypatch):
+    x, _, _ = blob_batch(1, torch.Generator().manual_seed(5))
+    e = explain(trained_net, x, "grad_cam")[0]
+    reference = reference_curves(trained_net, x, e.target, seeds=(0, 1), grid=4, steps=8)
+    maps = [random_map((SIDE, SIDE), s, 4) for s in (0, 1)]
+    by_hand = [deletion(trained_net, x, m, e.target, steps=8, baseline="blur") for m in maps]
+    assert reference.deletion.auc == pytest.approx(np.mean([c.auc for c in by_hand]), abs=1e-6)
+    np.testing.assert_allclose(reference.deletion.scores, np.mean([c.scores for c in by_hand], 0), atol=1e-6)
+    assert (reference.target, reference.seeds, reference.grid, reference.baseline) == (e.target, (0, 1), 4, "blur")
+    seen: list[float] = []
+    result = trust(trained_net, x, e, steps=8, reference=reference, copies=3, progress=seen.append)
+    assert isinstance(result, Trust) and result.reference is reference
+    assert result.deletion.auc == pytest.approx(deletion(trained_net, x, e.heatmap, e.target, steps=8,
+                                                         baseline="blur").auc, abs=1e-6)
+    assert result.insertion.auc == pytest.approx(insertion(trained_net, x, e.heatmap, e.target, steps=8).auc,
+                                                 abs=1e-6)
+    assert result.sanity.trained is e
+    assert result.sanity.correlations == pytest.approx(sanity_check(trained_net, x, e, copies=3).correlations,
+                                                       abs=1e-6)
+    assert seen and seen == sorted(seen) and seen[0] > 0 and seen[-1] <= 1
+    assert result.readings == (read_deletion(result.deletion, reference.deletion),
+                               read_insertion(result.insertion, reference.insertion), read_sanity(result.sanity))
+    with pytest.raises(ValueError, match="reference was computed"):
+        trust(trained_net, x, e, steps=16, reference=reference, copies=1)
 
 
 def test_randomised_copy_leaves_the_model_and_global_rng_alone(trained_net):
@@ -272,3 +437,5 @@ def test_readings_cover_their_ranges():
     assert "barely comes back" in read_insertion(Curve("insertion", fractions, np.r_[np.zeros(10), 0.9], 0.05))
     assert "changes completely" in read_sanity(0.1) and "changes completely" in read_sanity(-0.1)
     assert "barely changes" in read_sanity(-0.9)  # a sign flip keeps the map's structure
+    assert read_sanity(-0.9).startswith("sanity check |ρ| = 0.90:")  # ...and the number shown is its size
+    assert "changes partly" in read_sanity(-0.5)
