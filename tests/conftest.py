@@ -1,4 +1,4 @@
-"""Shared fixtures: headless Chromium via Playwright, a live Streamlit server, artefact folder."""
+"""Shared fixtures: the bundled model, headless Chromium via Playwright, a live Streamlit server, artefact folder."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT
+
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -112,6 +113,14 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def bundled():
+    """The bundled chest X-ray model (trained weights committed in models/)."""
+    from core.zoo import load_model
+
+    return load_model("cxr-resnet18")
 
 
 @pytest.fixture(scope="session")

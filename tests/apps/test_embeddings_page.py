@@ -4,7 +4,6 @@ forward pass), the digits fallback, zip and query uploads, bad input; and a Chro
 from __future__ import annotations
 
 import io
-import json
 import sys
 import zipfile
 from collections.abc import Iterator
@@ -19,9 +18,9 @@ from core.data import CLASS_NAMES, data_dir, patient_id
 from core.io import load_image
 from core.zoo import load_model, predict, preprocess
 from tests.conftest import free_port, start_server
+from tests.helpers import PAGES, chart, run
 
-ROOT = Path(__file__).resolve().parents[2]
-PAGE = str(ROOT / "apps" / "classroom" / "embeddings.py")
+PAGE = str(PAGES / "embeddings.py")
 PER_CLASS = 12
 FULL_DATA = data_dir()  # read at import, before the module's fixture points $CNNLENS_DATA at a small folder
 
@@ -52,12 +51,6 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         for key, value in values.items():
             mp.setenv(key, value)
         yield values
-
-
-def run(at: AppTest) -> AppTest:
-    at.run()
-    assert not at.exception, [e.message for e in at.exception]
-    return at
 
 
 def metric(at: AppTest, label: str) -> str:
@@ -107,8 +100,7 @@ def test_page_numbers_match_an_independent_computation(page, env):
 
 
 def test_map_draws_every_image_once(page):
-    chart = next(c for c in page.get("plotly_chart") if c.proto.id.endswith("-emb_map"))
-    spec = json.loads(chart.proto.spec)
+    spec = chart(page, "emb_map")
     traces = [t for t in spec["data"] if not t["name"].startswith("misclassified")]
     assert all(t["type"] == "scattergl" for t in spec["data"])
     assert sum(len(t["customdata"]) for t in traces) == 2 * PER_CLASS
@@ -208,8 +200,7 @@ def test_held_out_patients_on_the_full_folder(tmp_path):
         run(at)
         at.selectbox(key="emb_colour").set_value("training / held-out")
         run(at)
-    chart = next(c for c in at.get("plotly_chart") if c.proto.id.endswith("-emb_map"))
-    traces = {t["name"]: t for t in json.loads(chart.proto.spec)["data"]}
+    traces = {t["name"]: t for t in chart(at, "emb_map")["data"]}
     held = [row[1] for row in traces["held out"]["customdata"]]  # "NORMAL/IM-....jpeg"
     assert len(held) + len(traces["training"]["customdata"]) == 120 and 5 < len(held) < 60
     loaded = load_model("cxr-resnet18")

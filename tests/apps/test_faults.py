@@ -27,8 +27,8 @@ from PIL import Image
 from apps.catalogue import LESSONS
 from core.data import CLASS_NAMES, data_dir
 from tests.conftest import LiveServer, free_port, start_server
+from tests.helpers import ROOT, cpu_during
 
-ROOT = Path(__file__).resolve().parents[2]
 APPS = ROOT / "apps"
 WEIGHTS_NAME = "cxr-resnet18.safetensors"
 MODEL_PAGES = [lesson.file for lesson in LESSONS if lesson.group == "Inside a trained network"]
@@ -176,18 +176,6 @@ def test_unwritable_cache_folder_still_serves_and_indexes_similar_cases_in_memor
 # ------------------------------------------------------------------------------------------ a client walks away
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads), from /proc/<pid>/stat fields 14 and 15."""
-    utime, stime = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13]
-    return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_during(pid: int, seconds: float) -> float:
-    start = _cpu_seconds(pid)
-    time.sleep(seconds)
-    return _cpu_seconds(pid) - start
-
-
 def test_client_that_disconnects_mid_lime_frees_the_cpu(no_data_app, tmp_path):
     """Speak the browser's queue protocol (join, then an event stream), drop the connection while LIME runs,
     and watch the server's CPU time: Gradio marks the event dead and the explainer stops at its next batch."""
@@ -197,7 +185,7 @@ def test_client_that_disconnects_mid_lime_frees_the_cpu(no_data_app, tmp_path):
     config = httpx.get(f"{url}/config", timeout=30).json()
     (fn_index,) = [d["id"] for d in config["dependencies"] if d.get("api_name") == "explain"]
     image = sample_png(tmp_path)
-    base = _cpu_during(no_data_app.proc.pid, 4.0)  # an idle server still ticks (upload sweeps, event loop)
+    base = cpu_during(no_data_app.proc.pid, 4.0)  # an idle server still ticks (upload sweeps, event loop)
     with httpx.Client(base_url=f"{url}/gradio_api", timeout=60) as client:
         (path,) = client.post("/upload", files={"files": (image.name, image.read_bytes(), "image/png")}).json()
         session = secrets.token_hex(6)
@@ -212,10 +200,10 @@ def test_client_that_disconnects_mid_lime_frees_the_cpu(no_data_app, tmp_path):
                 assert "process_completed" not in line, f"LIME finished or failed before the test could leave: {line}"
                 if '"progress"' in line and "lime" in line:
                     break  # the explainer is running and reporting batches
-            busy = _cpu_during(no_data_app.proc.pid, 4.0)
+            busy = cpu_during(no_data_app.proc.pid, 4.0)
         # leaving both blocks closed the connection without reading the rest: the browser tab was closed
     time.sleep(3.0)
-    idle = _cpu_during(no_data_app.proc.pid, 4.0)
+    idle = cpu_during(no_data_app.proc.pid, 4.0)
     work, left = busy - base, idle - base
     assert work > 0.3, f"LIME added only {work:.2f} CPU-s in 4 s to the idle {base:.2f}: it was not running"
     assert left < 0.25 * work, (f"after the client left the server still did {left:.2f} CPU-s of work in 4 s "

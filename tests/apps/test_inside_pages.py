@@ -3,11 +3,8 @@ numbers they show against independent torch computations, and screenshot each in
 
 from __future__ import annotations
 
-import base64
-import json
 import math
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,42 +14,11 @@ from streamlit.testing.v1 import AppTest
 from core.data import CLASS_NAMES, data_dir, index_folder
 from core.io import load_image
 from core.lessons.conv import sample_image
-from core.zoo import load_model, preprocess
+from core.zoo import preprocess
 from tests.conftest import wait_for_plots
+from tests.helpers import chart, first_run, heatmap, plotly_array, run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def run(at: AppTest) -> AppTest:
-    at.run()
-    assert not at.exception, [e.message for e in at.exception]
-    return at
-
-
-def page(name: str) -> AppTest:
-    return run(AppTest.from_file(str(ROOT / "apps" / "classroom" / f"{name}.py"), default_timeout=600))
-
-
-def chart(at: AppTest, key: str) -> dict:
-    """The plotly spec of the chart with this key."""
-    found = [c for c in at.get("plotly_chart") if c.proto.id.endswith(f"-{key}")]
-    assert len(found) == 1, f"no chart {key!r}"
-    return json.loads(found[0].proto.spec)
-
-
-def values(spec_value: object) -> np.ndarray:
-    """Plotly sends numeric arrays as typed base64 buffers (or plain lists); decode either."""
-    if isinstance(spec_value, dict) and "bdata" in spec_value:
-        out = np.frombuffer(base64.b64decode(spec_value["bdata"]), dtype=np.dtype(spec_value["dtype"]))
-        shape = spec_value.get("shape")
-        return out.reshape([int(s) for s in str(shape).split(",")]) if shape else out
-    return np.asarray(spec_value, dtype=np.float64)
-
-
-def z(at: AppTest, key: str, trace: int = 0) -> np.ndarray:
-    return values(chart(at, key)["data"][trace]["z"]).astype(np.float64)
 
 
 def metric(at: AppTest, label_start: str) -> float:
@@ -74,15 +40,10 @@ def layer_output(model: torch.nn.Module, x: torch.Tensor, layer: str) -> np.ndar
     return seen["o"][0].cpu().numpy()
 
 
-@pytest.fixture(scope="module")
-def bundled():
-    return load_model("cxr-resnet18")
-
-
 # ------------------------------------------------------------------------------------------- feature maps
 @pytest.fixture(scope="module")
 def fm() -> AppTest:
-    return page("feature_maps")
+    return first_run("feature_maps")
 
 
 @pytest.mark.data
@@ -94,10 +55,10 @@ def test_feature_maps_defaults_show_the_hooked_activations_of_a_real_xray(fm, bu
     x = preprocess(load_image(path), bundled.spec.preprocessing, bundled.device)
     acts = layer_output(bundled.model, x, "layer1")
     top = int(np.argmax(acts.mean(axis=(1, 2))))
-    np.testing.assert_allclose(z(at, "fm_raw"), acts[top], rtol=1e-5, atol=1e-5)  # rank 1 = highest mean
+    np.testing.assert_allclose(heatmap(at, "fm_raw"), acts[top], rtol=1e-5, atol=1e-5)  # rank 1 = highest mean
     assert at.selectbox(key="fm_rank_cxr-resnet18_layer1").value == 0
     grid = chart(at, "fm_grid_layer1")
-    order = values(grid["data"][1]["customdata"]).reshape(-1, 3)[:, 1].astype(int)
+    order = plotly_array(grid["data"][1]["customdata"]).reshape(-1, 3)[:, 1].astype(int)
     np.testing.assert_array_equal(order, np.argsort(-acts.mean(axis=(1, 2)), kind="stable"))
     # statistics table against the hooked output
     table = at.dataframe[0].value.set_index("layer")
@@ -108,50 +69,51 @@ def test_feature_maps_defaults_show_the_hooked_activations_of_a_real_xray(fm, bu
         assert table.loc[layer, "sparsity after ReLU"] == pytest.approx(float((a <= 0).mean()))
     # first-layer filters: the mosaic holds the weights, min-max scaled per filter
     w = bundled.model.conv1.weight.detach().cpu().numpy()[:, 0]
-    tiles = z(at, "fm_filters_Train")
+    tiles = heatmap(at, "fm_filters_Train")
     first = tiles[1:8, 1:8]
     np.testing.assert_allclose(first, (w[0] - w[0].min()) / (w[0].max() - w[0].min()), atol=1e-6)
 
 
 def test_feature_maps_knobs_change_the_outputs(fm):
     at = fm
-    before_grid, before_raw = z(at, "fm_grid_layer1"), z(at, "fm_raw")
+    before_grid, before_raw = heatmap(at, "fm_grid_layer1"), heatmap(at, "fm_raw")
     at.selectbox(key="fm_rank_cxr-resnet18_layer1").set_value(3)
     run(at)
-    assert not np.allclose(z(at, "fm_raw"), before_raw)
+    assert not np.allclose(heatmap(at, "fm_raw"), before_raw)
     at.selectbox(key="fm_layer_cxr-resnet18").set_value("layer3")
     run(at)
-    grid = z(at, "fm_grid_layer3")
+    grid = heatmap(at, "fm_grid_layer3")
     assert grid.shape != before_grid.shape  # 128 maps of 10 x 10 instead of 32 of 40 x 40
-    assert z(at, "fm_raw").shape == (10, 10)
+    assert heatmap(at, "fm_raw").shape == (10, 10)
     at.selectbox(key="fm_sort").set_value("channel number")
     run(at)
-    order = values(chart(at, "fm_grid_layer3")["data"][1]["customdata"]).reshape(-1, 3)[:, 1]
+    order = plotly_array(chart(at, "fm_grid_layer3")["data"][1]["customdata"]).reshape(-1, 3)[:, 1]
     np.testing.assert_array_equal(order, np.arange(128))
     at.toggle(key="fm_per_channel").set_value(False)
     run(at)
-    shared = z(at, "fm_grid_layer3")
+    shared = heatmap(at, "fm_grid_layer3")
     assert np.nanmax(shared) == 1.0 and not np.allclose(np.nan_to_num(shared), np.nan_to_num(grid))
-    trained, untrained = z(at, "fm_compare_Trained"), z(at, "fm_compare_Untrained")
+    trained, untrained = heatmap(at, "fm_compare_Trained"), heatmap(at, "fm_compare_Untrained")
     assert trained.shape == untrained.shape and not np.allclose(np.nan_to_num(trained), np.nan_to_num(untrained))
 
 
 def test_feature_maps_on_a_scikit_image_sample_and_a_bad_upload(bundled):
-    at = page("feature_maps")
+    at = first_run("feature_maps")
     at.radio(key="fm_source").set_value("scikit-image sample")
     run(at)
     at.selectbox(key="fm_sample").set_value("coins")
     run(at)
     x = preprocess(sample_image("coins").astype(np.float32), bundled.spec.preprocessing, bundled.device)
     acts = layer_output(bundled.model, x, "layer1")
-    np.testing.assert_allclose(z(at, "fm_raw"), acts[int(np.argmax(acts.mean(axis=(1, 2))))], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(heatmap(at, "fm_raw"), acts[int(np.argmax(acts.mean(axis=(1, 2))))],
+                               rtol=1e-5, atol=1e-5)
     at.radio(key="fm_source").set_value("upload")
     run(at)
     assert any("Choose a file" in i.value for i in at.info)
 
 
 def test_unavailable_models_are_listed_with_their_reason():
-    at = page("feature_maps")
+    at = first_run("feature_maps")
     notes = [c.value for c in at.sidebar.caption if "is unavailable" in c.value]
     for note in notes:  # offline: the ImageNet models; with their weights cached, none
         name = note.split("**")[1]
@@ -163,13 +125,13 @@ def test_unavailable_models_are_listed_with_their_reason():
 # ------------------------------------------------------------------------------------------- activation max
 @pytest.fixture(scope="module")
 def am() -> AppTest:
-    return page("activation_max")
+    return first_run("activation_max")
 
 
 def test_activation_max_defaults_report_honest_scores(am, bundled):
     at = am
     assert not at.error, [e.value for e in at.error]
-    image = z(at, "am_final")
+    image = heatmap(at, "am_final")
     assert image.shape == (160, 160) and image.min() >= 0 and image.max() <= 1
     with torch.no_grad():  # independent forward pass on the image the page shows
         logits = bundled.model(preprocess(image.astype(np.float32), bundled.spec.preprocessing, bundled.device))[0]
@@ -184,35 +146,35 @@ def test_activation_max_defaults_report_honest_scores(am, bundled):
     assert gain >= 10
     assert metric(at, "Softmax probability") / 100 == pytest.approx(
         float(torch.softmax(logits, 0)[pneumonia]), abs=1e-3)
-    assert len(values(chart(at, "am_history")["data"][0]["y"])) == 96
+    assert len(plotly_array(chart(at, "am_history")["data"][0]["y"])) == 96
     colour = chart(at, "am_final")["layout"]["coloraxis"]
     assert (colour["cmin"], colour["cmax"]) == pytest.approx((image.min(), image.max()), abs=1e-6)  # stretched
     at.toggle(key="am_stretch").set_value(False)
     run(at)
     assert (chart(at, "am_final")["layout"]["coloraxis"]["cmin"], chart(at, "am_final")["layout"]["coloraxis"]["cmax"]
             ) == (0, 1)
-    np.testing.assert_array_equal(z(at, "am_final"), image)  # display scaling only: the values stay
+    np.testing.assert_array_equal(heatmap(at, "am_final"), image)  # display scaling only: the values stay
     captions = [c for img in at.get("image") for c in img.captions]
     assert captions == ["noise (step 0)", *(f"step {12 * k}" for k in range(1, 9))]
 
 
 def test_activation_max_target_and_regularisers_change_the_image(am, bundled):
     at = am
-    before = z(at, "am_final")
+    before = heatmap(at, "am_final")
     at.selectbox(key="am_class_cxr-resnet18").set_value(0)
     at.slider(key="am_steps").set_value(16)
     at.button[0].click()
     run(at)
-    normal = z(at, "am_final")
+    normal = heatmap(at, "am_final")
     assert not np.allclose(normal, before)
-    assert len(values(chart(at, "am_history")["data"][0]["y"])) == 16
+    assert len(plotly_array(chart(at, "am_history")["data"][0]["y"])) == 16
     with torch.no_grad():
         logits = bundled.model(preprocess(normal.astype(np.float32), bundled.spec.preprocessing, bundled.device))[0]
     assert metric(at, "Final logit") == pytest.approx(float(logits[0]), abs=2e-3)
     at.slider(key="am_tv").set_value(15.0)
     at.button[0].click()
     run(at)
-    smooth = z(at, "am_final")
+    smooth = heatmap(at, "am_final")
     assert np.abs(np.diff(smooth, axis=1)).mean() < np.abs(np.diff(normal, axis=1)).mean()
 
 
@@ -224,7 +186,7 @@ def test_activation_max_channel_target_matches_a_hook(am, bundled):
     at.slider(key="am_steps").set_value(16)
     at.button[0].click()
     run(at)
-    image = z(at, "am_final")
+    image = heatmap(at, "am_final")
     x = preprocess(image.astype(np.float32), bundled.spec.preprocessing, bundled.device)
     assert metric(at, "Final mean activation") == pytest.approx(
         float(layer_output(bundled.model, x, "layer2")[5].mean()), abs=2e-3)

@@ -4,10 +4,6 @@ clicking a dot, and saves screenshots."""
 
 from __future__ import annotations
 
-import base64
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -18,40 +14,21 @@ from core.io import load_image
 from core.lessons import receptive_field as rf
 from core.lessons.conv import sample_image
 from core.zoo import get_spec, load_model, preprocess
-
-ROOT = Path(__file__).resolve().parents[2]
-PAGE = ROOT / "apps" / "classroom" / "receptive_field.py"
+from tests.helpers import chart, first_run, plotly_array, run
 
 
-def run(at: AppTest | None = None) -> AppTest:
-    at = at or AppTest.from_file(str(PAGE), default_timeout=300)
-    at.run()
-    assert not at.exception, [e.message for e in at.exception]
-    return at
+def fresh() -> AppTest:
+    return first_run("receptive_field", timeout=300)
 
 
 def metrics(at: AppTest) -> dict[str, str]:
     return {m.label: m.value for m in at.metric}
 
 
-def chart(at: AppTest, key: str) -> dict:
-    found = [c for c in at.get("plotly_chart") if c.proto.id.endswith(f"-{key}")]
-    assert len(found) == 1, f"no chart {key!r}"
-    return json.loads(found[0].proto.spec)
-
-
-def decode(value: object) -> np.ndarray:
-    """Plotly sends numeric arrays as base64 typed buffers (with a shape for 2-D ones) or as plain lists."""
-    if not isinstance(value, dict):
-        return np.asarray(value, dtype=np.float64)
-    flat = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"])).astype(np.float64)
-    shape = value.get("shape")
-    return flat.reshape([int(n) for n in str(shape).split(",")]) if shape else flat
-
-
 def erf_maps(at: AppTest) -> list[np.ndarray]:
     """The effective receptive fields the ERF chart draws (the heatmaps carrying the raw map as customdata)."""
-    return [decode(t["customdata"]) for t in chart(at, "rf_erf_chart")["data"] if t.get("customdata") is not None]
+    return [plotly_array(t["customdata"], np.float64) for t in chart(at, "rf_erf_chart")["data"]
+            if t.get("customdata") is not None]
 
 
 def open_tab(at: AppTest, label: str) -> AppTest:
@@ -67,7 +44,7 @@ def set_unit(at: AppTest, arch: str, size: int, node: str, unit: tuple[int, int]
 
 @pytest.fixture(scope="module")
 def page() -> AppTest:
-    return run()
+    return fresh()
 
 
 # ------------------------------------------------------------------------------------------ architectures
@@ -87,7 +64,7 @@ def test_defaults_show_the_bundled_model(page):
 
 
 def test_vgg16_shows_araujo_values_and_the_unit_box():
-    at = run()
+    at = fresh()
     at.selectbox(key="rf_arch").set_value("vgg16")
     run(at)
     shown = metrics(at)
@@ -107,7 +84,7 @@ def test_vgg16_shows_araujo_values_and_the_unit_box():
 
 
 def test_widgets_change_the_outputs():
-    at = run()
+    at = fresh()
     before = metrics(at)
     at.select_slider(key="rf_size_cxr-resnet18").set_value(320)
     run(at)
@@ -125,7 +102,7 @@ def test_widgets_change_the_outputs():
 
 
 def stack_page() -> AppTest:
-    at = run()
+    at = fresh()
     at.radio(key="rf_mode").set_value("build a stack")
     return run(at)
 
@@ -142,7 +119,7 @@ def test_stack_presets_and_edits(monkeypatch):
     assert metrics(at)["Receptive field"] == f"{15 + (3 * 2 + 1 - 1) * 8} px"  # last layer's k' = 7 at jump 8
     open_tab(at, "1-D view and dilation")
     spec = chart(at, "rf_stack_1d")
-    xs = [x for trace in spec["data"] for x in decode(trace["x"])]
+    xs = [x for trace in spec["data"] for x in plotly_array(trace["x"], np.float64)]
     assert max(xs) - min(xs) == 15 + 6 * 8 - 1  # the input row spans the field
 
 
@@ -175,11 +152,12 @@ def test_bad_stacks_show_errors_and_the_app_keeps_serving():
 def test_dilation_demo_counts_paths():
     at = open_tab(stack_page(), "1-D view and dilation")
     growth = chart(at, "rf_growth")
-    assert [decode(t["y"]).tolist() for t in growth["data"]] == [[3, 5, 7, 9], [5, 9, 13, 17], [3, 7, 15, 31]]
+    assert [plotly_array(t["y"], np.float64).tolist() for t in growth["data"]] == [[3, 5, 7, 9], [5, 9, 13, 17],
+                                                                                  [3, 7, 15, 31]]
     at.radio(key="rf_dil_schedule").set_value("constant")
     run(at)
     demo = chart(at, "rf_dilation_1d")["data"]
-    input_holes = decode(demo[0]["x"])  # trace 0: input positions no path reaches
+    input_holes = plotly_array(demo[0]["x"], np.float64)  # trace 0: input positions no path reaches
     assert len(input_holes) > 0 and all(x % 2 == 1 for x in input_holes)  # gridding: odd pixels never count
 
 
@@ -205,7 +183,7 @@ def test_erf_of_random_and_trained_weights(page):
 
 def test_erf_map_equals_autograd_through_a_forward_hook():
     """One input, a conv node: the trained map the page draws equals |d unit / d input| computed here via a hook."""
-    at = run()
+    at = fresh()
     root = data_dir()
     if root:
         at.selectbox(key="rf_xray_class").set_value(CLASS_NAMES[0])  # NORMAL X-ray #1: index_folder's first
@@ -233,7 +211,7 @@ def test_erf_map_equals_autograd_through_a_forward_hook():
 
 def test_erf_says_why_imagenet_weights_are_missing(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-    at = run()
+    at = fresh()
     at.selectbox(key="rf_arch").set_value("alexnet")
     run(at)
     at.select_slider(key="rf_size_alexnet").set_value(96)

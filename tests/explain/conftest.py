@@ -1,4 +1,4 @@
-"""Session fixtures for the explainer tests: the bundled model and one real chest X-ray."""
+"""Session fixtures for the explainer tests: one real chest X-ray (the bundled model is in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,7 @@ import torch
 
 from core.data import data_dir
 from core.io import load_image
-from core.zoo import LoadedModel, load_model, preprocess
-
-
-@pytest.fixture(scope="session")
-def bundled() -> LoadedModel:
-    """The bundled chest X-ray model (trained weights committed in models/)."""
-    return load_model("cxr-resnet18")
+from core.zoo import LoadedModel, preprocess
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ from core.explain import METHODS, explain
 from core.explain.base import Context, Explanation, Param, baseline, capture, last_spatial_layer, resolve_params
 from core.zoo import LoadedModel, ModelSpec, Preprocessing, denormalise
 from tests.explain.nets import TinyGapNet, image, small_resnet
+from tests.helpers import hooks_left
 
 # Every method of this part, with parameters small enough for tiny inputs.
 FAST = {
@@ -32,13 +33,7 @@ def loaded(net: nn.Module, side: int, channels: int = 1) -> LoadedModel:
 
 def leftovers(net: nn.Module) -> list[str]:
     """Hooks on any module, global module hooks and active torch-function modes."""
-    kinds = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-    found = [f"{name or 'model'}.{kind}" for name, m in net.named_modules() for kind in kinds if getattr(m, kind)]
-    glob = torch.nn.modules.module
-    found += [k for k in ("_global_forward_hooks", "_global_backward_hooks") if getattr(glob, k)]
-    if torch._C._len_torch_function_stack():
-        found.append("torch function mode")
-    return found
+    return hooks_left(net) + (["torch function mode"] if torch._C._len_torch_function_stack() else [])
 
 
 def test_the_registry_describes_every_method_and_its_parameters():

@@ -12,7 +12,8 @@ from torch import nn
 
 from core.lessons.activation_max import Settings, Target, maximise, total_variation
 from core.nets import WideResNet18
-from core.zoo import Preprocessing, load_model
+from core.zoo import Preprocessing
+from tests.helpers import hooks_left
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
@@ -32,11 +33,6 @@ def logits_of(model: nn.Module, image: np.ndarray, prep: Preprocessing) -> torch
     x = (torch.from_numpy(image)[None, None].float() - prep.mean[0]) / prep.std[0]
     with torch.no_grad():
         return model(x.to(device))[0].cpu()
-
-
-@pytest.fixture(scope="module")
-def bundled():
-    return load_model("cxr-resnet18")
 
 
 @pytest.mark.parametrize("cls", [0, 1])
@@ -76,7 +72,7 @@ def test_channel_target_rises_and_matches_a_hook(net):
     assert result.start_score == pytest.approx(seen[0], abs=1e-4)
     assert result.final_score == pytest.approx(seen[1], abs=1e-4)
     assert result.final_score > result.start_score
-    assert all(not m._forward_hooks for m in net.modules())
+    assert not hooks_left(net)
 
 
 def test_model_weights_untouched_and_get_no_gradients(net):
@@ -146,7 +142,7 @@ def test_progress_callback_can_cancel(net):
 def test_bad_targets_say_what_is_wrong(net, target, message):
     with pytest.raises(ValueError, match=message):
         maximise(net, PREP, target, FAST)
-    assert all(not m._forward_hooks for m in net.modules())
+    assert not hooks_left(net)
 
 
 def test_target_descriptions():

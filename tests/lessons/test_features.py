@@ -10,13 +10,9 @@ from torch import nn
 
 from core.lessons import features as f
 from core.nets import WideResNet18
-from core.zoo import load_model
+from tests.helpers import hooks_left
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
-
-
-def no_hooks(model: nn.Module) -> bool:
-    return all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +54,7 @@ def test_spatial_layers_lists_resnet_stages_in_order(net, x):
     assert f.spatial_layers(net, x) == [
         "conv1", "bn1", "relu", "maxpool", "layer1.0", "layer1", "layer2.0", "layer2", "layer3.0", "layer3",
         "layer4.0", "layer4", "avgpool"]
-    assert no_hooks(net)
+    assert not hooks_left(net)
 
 
 @pytest.mark.parametrize("layer", ["conv1", "bn1", "relu", "layer1.0", "layer2", "layer4"])
@@ -66,7 +62,7 @@ def test_feature_maps_equal_manual_forward(net, x, layer):
     expected = manual_outputs(net, x)[layer][0].numpy()
     fm = f.feature_maps(net, x, layer)
     np.testing.assert_allclose(fm.maps, expected, rtol=1e-5, atol=1e-5)
-    assert no_hooks(net)
+    assert not hooks_left(net)
 
 
 def test_feature_maps_equal_a_forward_hooks_output(net, x):
@@ -100,7 +96,7 @@ def test_channels_ranked_by_mean_activation(net, x):
 def test_hooks_removed_even_when_the_layer_does_not_exist(net, x):
     with pytest.raises(ValueError, match="no layer"):
         f.feature_maps(net, x, "layer9")
-    assert no_hooks(net)
+    assert not hooks_left(net)
 
 
 def test_mosaic_tiles_hold_each_scaled_map_and_centres_find_them(net, x):
@@ -156,7 +152,7 @@ def test_layer_statistics_match_torch(net, x):
         dead = [(torch.relu(a[c]) == 0).all().item() for c in range(a.shape[0])]
         assert s.dead_channels == pytest.approx(np.mean(dead))
     assert 0.2 < stats[0].sparsity < 0.8  # a BN output is about half negative
-    assert no_hooks(net)
+    assert not hooks_left(net)
 
 
 @pytest.mark.parametrize("symmetric", [False, True])
@@ -194,11 +190,6 @@ def test_filter_images_refuse_layers_that_are_not_images():
         f.filter_images(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()), "1")
 
 
-@pytest.fixture(scope="module")
-def bundled():
-    return load_model("cxr-resnet18")
-
-
 def test_bundled_model_feature_maps_and_filters(bundled):
     x = torch.randn(1, 1, 160, 160, generator=torch.Generator().manual_seed(0)).to(bundled.device)
     seen = {}
@@ -214,4 +205,4 @@ def test_bundled_model_feature_maps_and_filters(bundled):
     np.testing.assert_array_equal(fm.maps, seen["o"][0].cpu().numpy())
     fi = f.filter_images(bundled.model)
     np.testing.assert_array_equal(fi.weights().astype(np.float32), bundled.model.conv1.weight.detach().cpu().numpy())
-    assert no_hooks(bundled.model)
+    assert not hooks_left(bundled.model)

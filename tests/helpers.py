@@ -1,0 +1,88 @@
+"""Helpers shared by the tests: classroom pages under AppTest, the plotly charts they draw and the arrays inside
+them, hooks left on a model, and a process's CPU time."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from numpy.typing import DTypeLike
+    from streamlit.testing.v1 import AppTest
+    from torch import nn
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = ROOT / "apps" / "classroom"
+
+
+# ------------------------------------------------------------------------------------------ pages and charts
+
+
+def run(at: AppTest) -> AppTest:
+    """Run (or rerun, after a widget change) a page and fail on any exception it raised."""
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def first_run(name: str, timeout: float = 600) -> AppTest:
+    """A fresh AppTest of ``apps/classroom/<name>.py`` after its first run."""
+    from streamlit.testing.v1 import AppTest
+
+    return run(AppTest.from_file(str(PAGES / f"{name}.py"), default_timeout=timeout))
+
+
+def chart(at: AppTest, key: str) -> dict:
+    """The plotly spec of the one chart with this key."""
+    found = [c for c in at.get("plotly_chart") if c.proto.id.endswith(f"-{key}")]
+    assert len(found) == 1, f"no chart {key!r}"
+    return json.loads(found[0].proto.spec)
+
+
+def plotly_array(value: object, dtype: DTypeLike | None = None) -> np.ndarray:
+    """A numeric array of a plotly spec: a typed base64 buffer (plotly 6+, with a shape for 2-D ones) in its own
+    dtype, or a plain list as float64; cast to ``dtype`` when given."""
+    if isinstance(value, dict) and "bdata" in value:
+        out = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
+        shape = value.get("shape")
+        out = out.reshape([int(n) for n in str(shape).split(",")]) if shape else out
+    else:
+        out = np.asarray(value, dtype=np.float64)
+    return out if dtype is None else out.astype(dtype)
+
+
+def heatmap(at: AppTest, key: str, trace: int = 0) -> np.ndarray:
+    """The matrix one heatmap trace of a chart draws (its ``z``), as float64."""
+    return plotly_array(chart(at, key)["data"][trace]["z"], np.float64)
+
+
+# ------------------------------------------------------------------------------------------ models and processes
+
+
+def hooks_left(model: nn.Module) -> list[str]:
+    """Hooks still registered on any module of ``model`` and global module hooks; empty when none is left."""
+    import torch
+
+    kinds = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    found = [f"{name or 'model'}.{kind}" for name, m in model.named_modules() for kind in kinds if getattr(m, kind)]
+    glob = torch.nn.modules.module
+    return found + [k for k in ("_global_forward_hooks", "_global_backward_hooks") if getattr(glob, k)]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), from /proc/<pid>/stat fields 14 and 15."""
+    utime, stime = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13]
+    return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_during(pid: int, seconds: float) -> float:
+    """CPU seconds a process used while this one slept ``seconds``."""
+    start = cpu_seconds(pid)
+    time.sleep(seconds)
+    return cpu_seconds(pid) - start
