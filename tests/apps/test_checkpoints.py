@@ -25,7 +25,6 @@ from apps.xray.models import (
     zoo_status,
 )
 from core.nets import WideResNet18
-from core.zoo import save_checkpoint
 
 GOOD = {"architecture": "resnet18", "width": 8, "channels": 1, "input_size": 64, "mean": [0.5], "std": [0.25],
         "class_names": ["NORMAL", "PNEUMONIA"]}
@@ -66,8 +65,8 @@ def test_out_of_range_architecture_metadata_is_refused_in_one_line(tmp_path, cha
 def test_a_valid_cnnlens_checkpoint_with_trust_statistics_loads(tmp_path):
     config = {**GOOD}
     path = tmp_path / "mine.safetensors"
-    save_checkpoint(WideResNet18(width=8, in_channels=1, num_classes=2), path, config,
-                    extra={"trust.feature_mean": torch.zeros(64)})
+    state = {k: v.contiguous() for k, v in WideResNet18(width=8, in_channels=1, num_classes=2).state_dict().items()}
+    save_file({**state, "trust.feature_mean": torch.zeros(64)}, str(path), metadata={"cnnlens": json.dumps(config)})
     check_config(config)
     _, loaded, layer = load_user_checkpoint(path, "ignored", "")
     assert loaded.spec.preprocessing.size == 64 and loaded.spec.class_names == ("NORMAL", "PNEUMONIA")
