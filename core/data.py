@@ -42,6 +42,13 @@ def data_dir() -> Path | None:
     return FALLBACK_DATA if FALLBACK_DATA.is_dir() else None
 
 
+def external_dir() -> Path | None:
+    """The new-patient folder beside the training folder (``chest_xray/external``), or None."""
+    train = data_dir()
+    folder = train.parent / "external" if train is not None else None
+    return folder if folder is not None and (folder / CLASS_NAMES[0]).is_dir() else None
+
+
 @dataclass(frozen=True)
 class ImageFolderIndex:
     """File paths with integer labels from a class-subfolder layout."""

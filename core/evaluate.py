@@ -1,7 +1,10 @@
-"""Evaluate a model on a class folder: ``python -m core.evaluate --model NAME --data DIR [--json]``.
+"""Evaluate a model on a class folder:
+``python -m core.evaluate --model NAME --data DIR [--json] [--threshold T] [--plots DIR]``.
 
-Positive class is PNEUMONIA. Reports accuracy, ROC AUC, sensitivity, specificity, precision, F1,
-the confusion matrix ([[TN, FP], [FN, TP]]) and n.
+Positive class is PNEUMONIA. Reports accuracy, ROC AUC, sensitivity, specificity, precision, F1, the confusion
+matrix ([[TN, FP], [FN, TP]]) and n at the model's stored operating threshold (0.5 for models without one), with
+stratified bootstrap 95 % intervals for AUC, sensitivity and specificity, the Brier score and the expected
+calibration error of the probability the apps show (calibrated when the model carries a temperature).
 """
 
 from __future__ import annotations
@@ -17,7 +20,11 @@ from tqdm import tqdm
 
 from core.data import CLASS_NAMES, data_dir, index_folder
 from core.io import load_image
-from core.zoo import load_model, predict, preprocess
+from core.trust import logits_and_features, trust_for
+from core.trust.calibration import brier_score, expected_calibration_error, scaled_probabilities
+from core.zoo import LoadedModel, load_model, preprocess
+
+BOOTSTRAP_RESAMPLES = 2000
 
 
 def binary_metrics(y_true: np.ndarray, prob_positive: np.ndarray, threshold: float = 0.5) -> dict:
@@ -38,19 +45,89 @@ def binary_metrics(y_true: np.ndarray, prob_positive: np.ndarray, threshold: flo
     }
 
 
-def evaluate(model_name: str, folder: Path, batch_size: int = 64, progress: bool = True) -> dict:
-    """Metrics of a zoo model (or checkpoint path) on a NORMAL/PNEUMONIA folder."""
-    loaded = load_model(model_name)
-    classes = loaded.spec.class_names
-    if tuple(classes) != CLASS_NAMES:
-        raise SystemExit(f"{model_name} predicts {classes[:3]}..., not {CLASS_NAMES}; evaluate needs a CXR model.")
+def bootstrap_intervals(y_true: np.ndarray, prob_positive: np.ndarray, threshold: float,
+                        resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0, level: float = 0.95
+                        ) -> dict[str, list[float]]:
+    """Percentile bootstrap intervals of ROC AUC, sensitivity and specificity, resampling within each class.
+
+    Stratified by hand because scipy.stats.bootstrap is not: a plain resample of a small set can lose a class,
+    and sensitivity and specificity each depend on one class only.
+    """
+    y_true = np.asarray(y_true)
+    prob = np.asarray(prob_positive, dtype=np.float64)
+    pos, neg = np.flatnonzero(y_true == 1), np.flatnonzero(y_true == 0)
+    rng = np.random.default_rng(seed)
+    stats = np.empty((resamples, 3))
+    for b in range(resamples):
+        p, n = prob[rng.choice(pos, len(pos))], prob[rng.choice(neg, len(neg))]
+        stats[b] = (roc_auc_score(np.r_[np.ones(len(p)), np.zeros(len(n))], np.r_[p, n]),
+                    (p >= threshold).mean(), (n < threshold).mean())
+    tail = 100 * (1 - level) / 2
+    lo, hi = np.percentile(stats, [tail, 100 - tail], axis=0)
+    return {k: [float(lo[i]), float(hi[i])] for i, k in enumerate(("roc_auc", "sensitivity", "specificity"))}
+
+
+def folder_outputs(loaded: LoadedModel, folder: Path, batch_size: int = 64, desc: str = "Scoring",
+                   progress: bool = True) -> tuple[np.ndarray, torch.Tensor, torch.Tensor, tuple[Path, ...]]:
+    """(labels, logits, pooled embedding features, paths) of every image in a NORMAL/PNEUMONIA folder."""
     index = index_folder(folder, CLASS_NAMES)
-    probs: list[np.ndarray] = []
-    for start in tqdm(range(0, len(index), batch_size), desc="Evaluating", disable=not progress, leave=False):
+    logits, features = [], []
+    for start in tqdm(range(0, len(index), batch_size), desc=desc, disable=not progress, leave=False):
         paths = index.paths[start:start + batch_size]
         x = torch.cat([preprocess(load_image(p), loaded.spec.preprocessing) for p in paths])
-        probs.append(predict(loaded, x)[:, 1].cpu().numpy())
-    return binary_metrics(index.labels, np.concatenate(probs))
+        out_logits, out_features = logits_and_features(loaded, x)
+        logits.append(out_logits)
+        features.append(out_features)
+    return index.labels, torch.cat(logits), torch.cat(features), index.paths
+
+
+def evaluate(model_name: str, folder: Path, threshold: float | None = None, progress: bool = True,
+             plots: Path | None = None) -> dict:
+    """Metrics of a zoo model (or checkpoint path) on a NORMAL/PNEUMONIA folder (see the module docstring)."""
+    loaded = load_model(model_name)
+    if tuple(loaded.spec.class_names) != CLASS_NAMES:
+        raise SystemExit(f"{model_name} predicts {loaded.spec.class_names[:3]}..., not {CLASS_NAMES}; "
+                         "evaluate needs a CXR model.")
+    labels, logits, _, _ = folder_outputs(loaded, folder, desc="Evaluating", progress=progress)
+    trust = trust_for(loaded.spec)
+    prob = scaled_probabilities(logits.numpy(), trust.temperature if trust else 1.0)[:, 1]
+    threshold = threshold if threshold is not None else (trust.threshold if trust else 0.5)
+    metrics = binary_metrics(labels, prob, threshold)
+    metrics.update(threshold=threshold, calibrated=trust is not None, brier=brier_score(labels, prob),
+                   ece=expected_calibration_error(labels, prob), ci95=bootstrap_intervals(labels, prob, threshold))
+    if plots is not None:
+        write_plots(labels, prob, threshold, plots, f"{model_name} on {folder.name}/")
+    return metrics
+
+
+def write_plots(labels: np.ndarray, prob: np.ndarray, threshold: float, folder: Path, title: str) -> list[Path]:
+    """ROC, precision-recall and reliability diagrams as PNG files (scikit-learn's displays)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.calibration import CalibrationDisplay
+    from sklearn.metrics import PrecisionRecallDisplay, RocCurveDisplay
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, draw in (("roc", RocCurveDisplay.from_predictions), ("precision_recall",
+                                                                    PrecisionRecallDisplay.from_predictions),
+                       ("reliability", lambda y, p, ax: CalibrationDisplay.from_predictions(y, p, n_bins=10, ax=ax))):
+        fig, ax = plt.subplots(figsize=(5, 5), dpi=110)
+        draw(labels, prob, ax=ax)
+        if name == "roc":
+            predicted = prob >= threshold
+            ax.plot(1 - (~predicted[labels == 0]).mean(), predicted[labels == 1].mean(), "o", color="crimson",
+                    label=f"threshold {threshold:.3f}")
+            ax.legend(loc="lower right")
+        ax.set_title(f"{title}\nFor education and research only", fontsize=9)
+        path = folder / f"{name}.png"
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(path)
+    return written
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -60,14 +137,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", default="cxr-resnet18", help="zoo name or path to a .safetensors checkpoint")
     p.add_argument("--data", type=Path, default=default, required=default is None)
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--threshold", type=float, help="decision threshold (default: the model's operating threshold)")
+    p.add_argument("--plots", type=Path, help="folder for roc.png, precision_recall.png and reliability.png")
     args = p.parse_args(argv)
-    metrics = evaluate(args.model, args.data, progress=not args.json)
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        p.error("--threshold must be between 0 and 1")
+    metrics = evaluate(args.model, args.data, args.threshold, progress=not args.json, plots=args.plots)
     if args.json:
         print(json.dumps(metrics))
         return
-    print(f"n = {metrics['n']}")
-    for key in ("accuracy", "roc_auc", "sensitivity", "specificity", "precision", "f1"):
-        print(f"{key:12s} {metrics[key]:.4f}")
+    ci = metrics["ci95"]
+    print(f"n = {metrics['n']}, threshold {metrics['threshold']:.4f} "
+          f"({'calibrated' if metrics['calibrated'] else 'uncalibrated'} probabilities)")
+    for key in ("accuracy", "roc_auc", "sensitivity", "specificity", "precision", "f1", "brier", "ece"):
+        interval = f"  (95% CI {ci[key][0]:.4f}-{ci[key][1]:.4f})" if key in ci else ""
+        print(f"{key:12s} {metrics[key]:.4f}{interval}")
     (tn, fp), (fn, tp) = metrics["confusion_matrix"]
     print(f"confusion matrix (rows true, cols predicted; NORMAL, PNEUMONIA):\n  [[{tn}, {fp}],\n   [{fn}, {tp}]]")
 

@@ -98,9 +98,18 @@ def default_device() -> torch.device:
 # ---------------------------------------------------------------- bundled (safetensors) models
 
 
-def save_checkpoint(model: nn.Module, path: Path, config: dict[str, object]) -> None:
-    """Write weights plus a JSON config (architecture, width, preprocessing, classes) as safetensors."""
+TRUST_PREFIX = "trust."  # checkpoint tensors that are not model weights (core.trust's fitted statistics)
+
+
+def save_checkpoint(model: nn.Module, path: Path, config: dict[str, object],
+                    extra: dict[str, torch.Tensor] | None = None) -> None:
+    """Write weights plus a JSON config (architecture, width, preprocessing, classes) as safetensors; ``extra``
+    tensors (names starting with ``trust.``) travel in the same file."""
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if extra:
+        if any(not k.startswith(TRUST_PREFIX) for k in extra):
+            raise ValueError(f"Extra checkpoint tensors must be named {TRUST_PREFIX}*.")
+        state.update({k: v.detach().contiguous().cpu() for k, v in extra.items()})
     save_file(state, str(path), metadata={"cnnlens": json.dumps(config)})
 
 
@@ -136,7 +145,8 @@ def spec_from_checkpoint(path: Path, name: str | None = None) -> ModelSpec:
 
     def load_weights(model: nn.Module) -> None:
         try:
-            model.load_state_dict(load_file(str(path)))
+            state = load_file(str(path))
+            model.load_state_dict({k: v for k, v in state.items() if not k.startswith(TRUST_PREFIX)})
         except Exception as err:
             raise ModelUnavailable(f"Weights file {path.name} does not match its architecture "
                                    f"({_first_lines(str(err))}).") from err

@@ -65,13 +65,38 @@ def test_evaluate_gives_the_confusion_matrix_worked_out_by_hand(tmp_path, capsys
                                                     "std": [1.0], "class_names": ["NORMAL", "PNEUMONIA"]})
     evaluate.main(["--model", str(ckpt), "--data", str(tmp_path / "data"), "--json"])
     metrics = json.loads(capsys.readouterr().out)
-    assert set(metrics) == {"accuracy", "roc_auc", "sensitivity", "specificity", "precision", "f1",
-                            "confusion_matrix", "n"}
+    assert set(metrics) >= {"accuracy", "roc_auc", "sensitivity", "specificity", "precision", "f1",
+                            "confusion_matrix", "n"}  # today's keys stay
+    assert metrics["threshold"] == 0.5 and metrics["calibrated"] is False  # no trust data: plain softmax at 0.5
+    assert set(metrics["ci95"]) == {"roc_auc", "sensitivity", "specificity"}
+    assert 0 <= metrics["ece"] <= 1 and 0 <= metrics["brier"] <= 1
     assert metrics["confusion_matrix"] == [[2, 1], [1, 3]]
     assert metrics["n"] == 7
     assert metrics["accuracy"] == pytest.approx(5 / 7)
     assert metrics["sensitivity"] == pytest.approx(3 / 4)
     assert metrics["specificity"] == pytest.approx(2 / 3)
+    # --threshold overrides: at 0 every film is called PNEUMONIA
+    evaluate.main(["--model", str(ckpt), "--data", str(tmp_path / "data"), "--json", "--threshold", "0"])
+    lenient = json.loads(capsys.readouterr().out)
+    assert lenient["threshold"] == 0.0 and lenient["confusion_matrix"] == [[0, 3], [0, 4]]
+
+
+def test_bootstrap_intervals_by_hand_and_against_scipy():
+    from scipy.stats import bootstrap
+
+    y = np.r_[np.ones(60), np.zeros(40)].astype(int)
+    separable = np.r_[np.linspace(0.6, 1, 60), np.linspace(0, 0.4, 40)]
+    ci = evaluate.bootstrap_intervals(y, separable, 0.5, resamples=200)
+    assert ci == {"roc_auc": pytest.approx([1.0, 1.0]), "sensitivity": [1.0, 1.0], "specificity": [1.0, 1.0]}
+    rng = np.random.default_rng(0)
+    prob = np.clip(np.r_[rng.normal(0.65, 0.2, 60), rng.normal(0.4, 0.2, 40)], 0, 1)
+    ci = evaluate.bootstrap_intervals(y, prob, 0.5, resamples=4000)
+    # resampling within the positives only is a plain bootstrap of their hit rate
+    theirs = bootstrap(((prob[:60] >= 0.5).astype(float),), np.mean, n_resamples=4000, method="percentile",
+                       random_state=1).confidence_interval
+    assert ci["sensitivity"] == pytest.approx([theirs.low, theirs.high], abs=0.03)
+    point = evaluate.binary_metrics(y, prob)["roc_auc"]
+    assert ci["roc_auc"][0] < point < ci["roc_auc"][1] and ci["roc_auc"][1] - ci["roc_auc"][0] < 0.25
 
 
 def test_a_few_training_steps_lower_the_loss_and_write_a_loadable_checkpoint(tmp_path):
@@ -86,6 +111,8 @@ def test_a_few_training_steps_lower_the_loss_and_write_a_loadable_checkpoint(tmp
     assert result["n_train"] + result["n_val"] == 48
     spec = zoo.get_spec(str(out))
     assert spec.preprocessing.size == 48 and spec.class_names == ("NORMAL", "PNEUMONIA")
+    recipe = zoo.read_checkpoint_config(out)["recipe"]  # the whole recipe travels with the weights
+    assert recipe["epochs"] == 6 and recipe["augment"] == "strong" and recipe["lr"] == 0.01
     # the checkpoint records its split, so the images it never trained on can be found again, and only there
     split = spec.training_split
     assert split is not None and split.val_digest is not None and sum(split.val_per_class) == result["n_val"]

@@ -1,0 +1,135 @@
+"""Whether a prediction deserves belief: calibrated probability, operating threshold, conformal set and an
+out-of-distribution gate, fitted by ``python -m core.calibrate`` and carried in the checkpoint.
+
+``assess`` is the one place that turns a model's forward pass into what every front end shows (the X-ray app,
+``python -m core.predict``, ``core.evaluate``, the report); models without fitted trust data (ImageNet ones) get
+plain softmax probabilities, an argmax label and no gate.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from core.embed.features import pooled
+from core.explain.base import capture
+from core.io import LoadedImage
+from core.trust.calibration import scaled_probabilities
+from core.trust.conformal import prediction_sets
+from core.trust.ood import OodGate, colourfulness
+from core.zoo import TRUST_PREFIX, LoadedModel, ModelSpec, preprocess
+
+
+@dataclass(frozen=True)
+class Trust:
+    """What ``core.calibrate`` fitted for one model, on which data and by which rules."""
+
+    temperature: float
+    threshold: float  # on calibrated P(positive class)
+    threshold_rule: str
+    alpha: float  # conformal miscoverage: sets hold the true class with probability >= 1 - alpha
+    qhat: float
+    ood: OodGate
+    fitted_on: str
+
+    def to_metadata(self) -> tuple[dict, dict[str, torch.Tensor]]:
+        """(JSON-able config, tensors) to store in a checkpoint."""
+        config = {"temperature": self.temperature, "threshold": self.threshold, "threshold_rule": self.threshold_rule,
+                  "alpha": self.alpha, "qhat": self.qhat, "fitted_on": self.fitted_on,
+                  "ood": {"threshold": self.ood.threshold, "quantile": self.ood.quantile,
+                          "colour_limit": self.ood.colour_limit}}
+        tensors = {f"{TRUST_PREFIX}ood.mu": self.ood.mu, f"{TRUST_PREFIX}ood.precision": self.ood.precision}
+        return config, tensors
+
+
+@functools.lru_cache(maxsize=16)
+def _read_trust(path: str, _mtime_ns: int) -> Trust | None:
+    with safe_open(path, framework="pt") as handle:
+        config = json.loads((handle.metadata() or {}).get("cnnlens", "{}")).get("trust")
+        if not config:
+            return None
+        mu = handle.get_tensor(f"{TRUST_PREFIX}ood.mu")
+        precision = handle.get_tensor(f"{TRUST_PREFIX}ood.precision")
+    ood = config["ood"]
+    gate = OodGate(mu, precision, float(ood["threshold"]), float(ood["quantile"]), float(ood["colour_limit"]))
+    return Trust(float(config["temperature"]), float(config["threshold"]), config["threshold_rule"],
+                 float(config["alpha"]), float(config["qhat"]), gate, config["fitted_on"])
+
+
+def trust_for(spec: ModelSpec) -> Trust | None:
+    """The trust data a model's checkpoint carries (cached per file version), or None (ImageNet models, old files)."""
+    path = Path(spec.weights_source)
+    if path.suffix != ".safetensors" or not path.is_file():
+        return None
+    return _read_trust(str(path), path.stat().st_mtime_ns)
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """One image's prediction with everything needed to judge it."""
+
+    probabilities: dict[str, float]  # calibrated when the model has trust data
+    label: str  # at the operating threshold (binary models with trust data) or the most probable class
+    positive: str | None  # the class the threshold applies to
+    probability: float  # of ``positive`` (or of ``label`` without a threshold)
+    threshold: float | None
+    prediction_set: tuple[str, ...]
+    in_distribution: bool | None  # None: the model has no gate
+    ood_score: float | None  # 1.0 = the gate's threshold
+    ood_reason: str | None
+    calibrated: bool
+
+    def as_dict(self) -> dict:
+        """JSON-able fields, as ``core.predict --json`` and the app's /assess endpoint return them."""
+        return {"label": self.label, "probability": self.probability, "threshold": self.threshold,
+                "probabilities": self.probabilities, "prediction_set": list(self.prediction_set),
+                "in_distribution": self.in_distribution, "ood_score": self.ood_score, "ood_reason": self.ood_reason,
+                "calibrated": self.calibrated}
+
+
+@torch.no_grad()
+def logits_and_features(loaded: LoadedModel, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits N x K, pooled embedding-layer features N x D) from one forward pass, on the CPU in float32."""
+    with capture(loaded.model, loaded.spec.embedding_layer) as record:
+        logits = loaded.model(x.to(loaded.device))
+    return logits.float().cpu(), pooled(record.activations).float().cpu()
+
+
+def assess_batch(loaded: LoadedModel, x: torch.Tensor, colour: Sequence[float] | None = None) -> list[Assessment]:
+    """Assess a preprocessed batch; ``colour`` is each original image's ``colourfulness`` (default: grey)."""
+    logits, features = logits_and_features(loaded, x)
+    trust = trust_for(loaded.spec)
+    names = loaded.spec.class_names
+    colour = [0.0] * len(x) if colour is None else list(colour)
+    if trust is None:
+        probs = torch.softmax(logits, 1).numpy()
+        out = []
+        for p in probs:
+            top = int(p.argmax())
+            out.append(Assessment(dict(zip(names, map(float, p), strict=True)), names[top], None, float(p[top]),
+                                  None, (names[top],), None, None, None, False))
+        return out
+    probs = scaled_probabilities(logits.numpy(), trust.temperature)
+    sets = prediction_sets(probs, trust.qhat)
+    scores = trust.ood.scores(features)
+    positive = names[-1]
+    out = []
+    for p, keep, score, c in zip(probs, sets, scores, colour, strict=True):
+        reason = trust.ood.reason(float(score), c)
+        out.append(Assessment(
+            dict(zip(names, map(float, p), strict=True)), positive if p[-1] >= trust.threshold else names[0],
+            positive, float(p[-1]), trust.threshold, tuple(n for n, k in zip(names, keep, strict=True) if k),
+            reason is None, float(score), reason, True))
+    return out
+
+
+def assess(loaded: LoadedModel, image: LoadedImage) -> Assessment:
+    """Assess one decoded image."""
+    x = preprocess(image, loaded.spec.preprocessing)
+    return assess_batch(loaded, x, [colourfulness(image.array)])[0]

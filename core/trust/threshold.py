@@ -1,0 +1,18 @@
+"""The operating threshold of a screening model, chosen by a stated rule."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import roc_curve
+
+
+def screening_threshold(labels: np.ndarray, prob_positive: np.ndarray, min_sensitivity: float = 0.97) -> float:
+    """The highest threshold on P(positive) whose sensitivity (recall of label 1) is at least ``min_sensitivity``.
+
+    A screen must miss few positives; among thresholds that keep recall, the highest calls the fewest healthy
+    images positive.
+    """
+    _, tpr, thresholds = roc_curve(np.asarray(labels), np.asarray(prob_positive, dtype=np.float64),
+                                   drop_intermediate=False)
+    ok = np.flatnonzero(tpr >= min_sensitivity)
+    return float(min(thresholds[ok[0]], 1.0))  # roc_curve's thresholds fall as tpr rises; [0] can be inf

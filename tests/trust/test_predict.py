@@ -1,0 +1,41 @@
+"""python -m core.predict: fields per file, a broken file reported by name while the others go on."""
+
+import json
+
+import pytest
+
+from core import predict
+from core.data import CLASS_NAMES, external_dir, index_folder
+from core.io import load_image
+from core.trust import logits_and_features, trust_for
+from core.trust.calibration import scaled_probabilities
+from core.zoo import preprocess
+
+
+@pytest.mark.data
+def test_json_fields_values_and_a_broken_file(bundled, tmp_path, capsys):
+    film = index_folder(external_dir(), CLASS_NAMES).paths[-1]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    status = predict.main(["--json", str(film), str(broken)])
+    out, err = capsys.readouterr()
+    assert status == 0
+    assert "broken.png" in err and len(err.strip().splitlines()) == 1
+    (row,) = json.loads(out)
+    assert row["file"] == str(film)
+    assert {"label", "probability", "in_distribution", "ood_score", "prediction_set"} <= set(row)
+    trust = trust_for(bundled.spec)
+    logits, _ = logits_and_features(bundled, preprocess(load_image(film), bundled.spec.preprocessing))
+    expected = scaled_probabilities(logits.numpy(), trust.temperature)[0, 1]  # calibrated, not the raw softmax
+    assert row["probability"] == pytest.approx(expected, rel=1e-4)
+    assert row["label"] == ("PNEUMONIA" if expected >= trust.threshold else "NORMAL")
+    assert row["threshold"] == pytest.approx(trust.threshold)
+    assert set(row["prediction_set"]) <= set(CLASS_NAMES) and row["prediction_set"]
+    assert row["in_distribution"] == (row["ood_score"] <= 1.0)
+
+
+def test_only_broken_files_exit_non_zero(tmp_path, capsys):
+    empty = tmp_path / "empty.dcm"
+    empty.write_bytes(b"")
+    assert predict.main([str(empty)]) == 1
+    assert "empty.dcm" in capsys.readouterr().err
