@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import hashlib
+import math
+import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -35,7 +38,61 @@ E.warm_up_umap()  # compiles UMAP's numba code in the background, so choosing UM
 SOURCES = ("Image folder", "Zip upload", "MedMNIST", "Digits (built in)")
 DEFAULT_IMAGES = 1000  # for larger sets; smaller ones (e.g. the 1,797 digits) are shown whole
 MIN_IMAGES = 10
+MIN_PER_CLASS = 5  # the held-out split and k-NN accuracy use 5 patient-grouped folds: 5 images per class at least
 THUMB = 224  # thumbnail pixels; shown at column width
+ALLOWED_ENV = "CNNLENS_ALLOWED_DATA"  # further folders visitors may open, os.pathsep-separated (operator's choice)
+
+
+def data_roots() -> dict[str, Path]:
+    """The folders visitors may open, by the name they see: the data folder (``$CNNLENS_DATA``, its ``train/``
+    when it has one, or the default) and those the operator lists in ``$CNNLENS_ALLOWED_DATA``; symlinks
+    resolved, missing ones left out. Nothing else on the server can be browsed from this page."""
+    configured = os.environ.get("CNNLENS_DATA")
+    candidates = [data_dir(), Path(configured).expanduser() if configured else None,
+                  *(Path(p).expanduser() for p in os.environ.get(ALLOWED_ENV, "").split(os.pathsep) if p.strip())]
+    roots: dict[str, Path] = {}
+    for candidate in candidates:
+        if candidate is None:
+            continue
+        try:
+            folder = candidate.resolve(strict=True)
+        except (OSError, RuntimeError):  # missing, unreadable or a symlink loop
+            continue
+        if folder.is_dir() and folder not in roots.values():
+            label, n = folder.name or "data", 2
+            while label in roots:
+                label, n = f"{folder.name or 'data'} ({n})", n + 1
+            roots[label] = folder
+    return roots
+
+
+def resolve_folder(roots: dict[str, Path], label: str, typed: str) -> tuple[Path, str]:
+    """(folder, the name visitors see) for a subfolder typed under the root ``label``; ``..``, symlinks and
+    absolute paths are resolved first, and anything outside every root is refused (SourceError) without saying
+    whether it exists."""
+    text = typed.strip()
+    try:
+        folder = (roots[label] / text).resolve() if text else roots[label]
+    except (OSError, RuntimeError) as err:
+        raise E.SourceError("That folder cannot be opened.") from err
+    for name, root in roots.items():
+        if folder.is_relative_to(root):
+            relative = folder.relative_to(root).as_posix()
+            return folder, name if relative == "." else f"{name}/{relative}"
+    raise E.SourceError(f"That folder is outside the folders this server shares ({', '.join(roots)}). Type a "
+                        f"subfolder of one of them; an operator can share more with ${ALLOWED_ENV}.")
+
+
+def public(text: str, roots: dict[str, Path]) -> str:
+    """A message with every shared folder's server path replaced by the name visitors see."""
+    for label, root in sorted(roots.items(), key=lambda item: -len(str(item[1]))):
+        text = text.replace(str(root), label)
+    return text
+
+
+def score(value: float, fmt: str) -> str:
+    """A metric's value, or a dash when it could not be computed (NaN)."""
+    return "—" if math.isnan(value) else format(value, fmt)
 
 
 # ------------------------------------------------------------------------------------ cached building blocks
@@ -126,14 +183,27 @@ def caption(table: pd.DataFrame, row: int, extra: str = "") -> str:
 # ------------------------------------------------------------------------------------ data
 side = st.sidebar
 side.header("Data")
-default_source = 0 if data_dir() is not None else 3
+roots = data_roots()
+default_source = 0 if roots else 3
 kind = side.radio("Source", SOURCES, index=default_source, key="emb_source",
                   help="Image folder: one subfolder per class (default: the chest X-ray training set).")
+source_name = ""
 try:
     if kind == "Image folder":
-        folder = side.text_input("Folder", value=str(data_dir() or ""), key="emb_folder",
-                                 help="A folder with one subfolder per class, e.g. NORMAL/ and PNEUMONIA/.")
-        images = _folder(folder.strip())
+        if not roots:
+            st.info("This server shares no image folder (set $CNNLENS_DATA, or list folders in "
+                    f"${ALLOWED_ENV}). Upload a zip, or use MedMNIST or the built-in digits.")
+            st.stop()
+        root_label = side.selectbox("Data folder", list(roots), key="emb_root",
+                                    help="The folders this server shares; others cannot be opened here.")
+        typed = side.text_input("Subfolder", value="", key="emb_folder", placeholder="(the data folder itself)",
+                                help="A folder inside the data folder with one subfolder per class, e.g. "
+                                     "NORMAL/ and PNEUMONIA/. Leave empty for the data folder itself.")
+        folder, source_name = resolve_folder(roots, root_label, typed)
+        try:
+            images = _folder(str(folder))
+        except E.SourceError as err:
+            raise E.SourceError(public(str(err), roots)) from err
     elif kind == "Zip upload":
         upload = side.file_uploader("Zip of class folders", type=["zip"], key="emb_zip",
                                     help="e.g. NORMAL/*.png and PNEUMONIA/*.png, zipped. Nothing is written to disk.")
@@ -152,8 +222,9 @@ try:
     else:
         images = _digits()
 except E.SourceError as err:
-    st.error(str(err))
+    st.error(public(str(err), roots))
     st.stop()
+source_name = source_name or images.name  # a folder's server path is never shown, only its shared name
 for note in images.notes:
     side.caption(note)
 
@@ -191,13 +262,20 @@ compare_name = side.selectbox("Compare with", compare_options, key=f"emb_compare
 try:
     emb = _embeddings(subset.fingerprint, model_name, layer, subset, loaded)
 except ValueError as err:  # e.g. none of the images could be read
-    st.error(str(err))
+    st.error(public(str(err), roots))
     st.stop()
 if len(emb) < 3:
     st.warning(f"Only {len(emb)} readable image(s): a map needs at least 3.")
     st.stop()
 labels = subset.labels[emb.kept]
 groups = tuple(subset.groups[i] for i in emb.kept)
+per_class = np.bincount(labels, minlength=len(subset.class_names))
+few = [f"{name} {int(count)}" for name, count in zip(subset.class_names, per_class, strict=True)
+       if count < MIN_PER_CLASS]
+if few:
+    st.warning(f"Few images per class ({', '.join(few)}). The held-out split and the {MIN_PER_CLASS}-fold k-NN "
+               f"accuracy need at least {MIN_PER_CLASS} images in every class: k-NN accuracy uses fewer folds or "
+               "is left out (—), and training / held-out cannot be told apart. Add images for steadier numbers.")
 
 # ------------------------------------------------------------------------------------ map controls
 c1, c2, c3, c4 = st.columns([1.4, 1, 1.2, 1], vertical_alignment="bottom")
@@ -206,7 +284,11 @@ metric = c2.selectbox("Distance", E.METRICS, index=1, key="emb_metric",
                       help="Cosine compares the directions of the vectors; Euclidean also their lengths. Used by "
                            "the map, the scores and the neighbour search.")
 has_correct = classes_match(subset.class_names, loaded.spec.class_names)
-held_out = held_out_mask(subset, _held_out(images.fingerprint, model_name, images, loaded.spec))  # once a folder
+try:
+    held_files = _held_out(images.fingerprint, model_name, images, loaded.spec)  # once a folder
+except ValueError:  # too few images or patients per class for the 5-fold split: not the folder it trained on
+    held_files = None
+held_out = held_out_mask(subset, held_files)
 hidden = {*([] if has_correct else ["correct / incorrect"]), *([] if held_out is not None else ["training / held-out"])}
 colour_by = c3.selectbox("Colour by", [c for c in COLOUR_BY if c not in hidden], key="emb_colour")
 with c4.popover("Map settings", width="stretch"):
@@ -228,7 +310,7 @@ sep = _separation(emb.key, k, metric, emb.vectors, labels, groups)
 
 # ------------------------------------------------------------------------------------ numbers
 m = st.columns(5)
-m[0].metric("Images", f"{len(emb):,}", help=f"{images.name}; {len(emb.skipped)} unreadable skipped")
+m[0].metric("Images", f"{len(emb):,}", help=f"{source_name}; {len(emb.skipped)} unreadable skipped")
 held_rows = table["split"].eq("held out").fillna(False).to_numpy(bool)
 if has_correct and held_rows.any():
     m[1].metric("Held-out accuracy", f"{table['correct'][held_rows].mean():.1%}",
@@ -243,9 +325,11 @@ elif has_correct:
                      "not a test result.")
 else:
     m[1].metric("Model accuracy", "—", help="The model's classes are not this dataset's classes.")
-m[2].metric("Silhouette", f"{sep.silhouette:.3f}", help=f"{metric} distance, full {emb.vectors.shape[1]}-D space")
-m[3].metric(f"{k}-NN accuracy", f"{sep.knn_accuracy:.1%}",
-            help=f"{sep.folds}-fold cross-validated, patient-grouped, ± {sep.knn_std:.1%}")
+m[2].metric("Silhouette", score(sep.silhouette, ".3f"),
+            help=f"{metric} distance, full {emb.vectors.shape[1]}-D space (needs two classes)")
+m[3].metric(f"{k}-NN accuracy", score(sep.knn_accuracy, ".1%"),
+            help=f"{sep.folds}-fold cross-validated, patient-grouped, ± {sep.knn_std:.1%}" if sep.folds else
+            "Needs at least 2 images (and 2 patients) in every class and two classes to cross-validate.")
 m[4].metric(f"Precision@{k}", f"{sep.precision_at_k:.1%}", help="Share of each image's 10 nearest neighbours "
             "with the same label, averaged over the dataset")
 if emb.skipped:
@@ -361,7 +445,7 @@ with export_tab:
     st.download_button("Download PNG of the map",
                        lambda: scatter_png(table, colour_by, title=f"{model_name} · {layer}", axis=method),
                        file_name=f"{stem}.png", mime="image/png", on_click="ignore", key="emb_png")
-    st.caption(f"Files are made when you click. Cache: {E.cache_dir()} (embeddings, maps and scores are reused "
-               "across sessions).")
+    st.caption("Files are made when you click. Embeddings, maps and scores are cached on the server and reused "
+               "across sessions.")
 
 page_footer()

@@ -165,9 +165,11 @@ def test_zip_upload_source(env):
 
 def test_missing_folder_is_an_error_not_a_crash(env):
     at = run(AppTest.from_file(PAGE, default_timeout=600))
-    at.sidebar.text_input(key="emb_folder").set_value("/no/such/folder")
+    at.sidebar.text_input(key="emb_folder").set_value("no/such/folder")  # inside the data folder; outside: refused
     run(at)
-    assert any("does not exist" in e.value for e in at.error)
+    errors = [e.value for e in at.error]
+    assert any("/no/such/folder does not exist" in e for e in errors), errors
+    assert not any(env["CNNLENS_DATA"] in e for e in errors)  # the data folder's server path is never shown
 
 
 def test_digits_fallback(env):
