@@ -11,8 +11,8 @@ import plotly.express as px
 import streamlit as st
 
 from apps.common import model_picker, page_footer, page_header
+from core.hooks import spatial_layers
 from core.lessons.activation_max import Settings, Synthesis, Target, maximise
-from core.lessons.features import spatial_layers
 from core.zoo import LoadedModel, predict, preprocess
 
 DEFAULTS = Settings()

@@ -11,6 +11,7 @@ import streamlit as st
 from apps.common import model_picker, page_footer, page_header
 from apps.image_picker import pick_image
 from core.explain.render import overlay
+from core.hooks import spatial_layers
 from core.lessons import features as F
 from core.zoo import LoadedModel, denormalise, get_spec, predict, preprocess, untrained_copy
 
@@ -96,7 +97,7 @@ image, image_key, image_name = picked.array, picked.key, picked.name
 x = preprocess(image, spec.preprocessing, loaded.device)
 seen = denormalise(x, spec.preprocessing)  # what the network sees: resized, channel-converted
 probs = predict(loaded, x)[0].cpu().numpy()
-layers = F.spatial_layers(loaded.model, x)
+layers = spatial_layers(loaded.model, x)
 stats = _stats(model_name, image_key, loaded, x, tuple(layers))
 shapes = {s.layer: s.shape for s in stats}
 

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from core.embed.cache import ArrayCache, default_cache, digest, weights_digest
 from core.embed.sources import ImageSet
+from core.hooks import capture
 from core.io import ImageError
 from core.zoo import LoadedModel, Preprocessing, get_layer, normalise, preprocess, resize, to_channels
 
@@ -91,16 +92,16 @@ def _collate(batch: list[tuple[torch.Tensor | None, int, str]], prep: Preprocess
 
 @torch.inference_mode()
 def forward_features(model: nn.Module, layer: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(pooled features of ``layer``, class probabilities) for one preprocessed batch."""
-    captured: list[torch.Tensor] = []
-    handle = get_layer(model, layer).register_forward_hook(lambda _m, _i, out: captured.append(out))
-    try:
+    """(pooled features of ``layer``, class probabilities) for one preprocessed batch.
+
+    The features are the layer's own output, not what an in-place operation after it makes of it (``bn1`` of a
+    ResNet is followed by ``ReLU(inplace=True)``); for a layer used twice, its last use, the one nearest the head.
+    """
+    with capture(model, layer) as record:
         probs = torch.softmax(model(x), dim=1)
-    finally:
-        handle.remove()
-    if not captured or not isinstance(captured[-1], torch.Tensor):
+    if record.activations is None:
         raise ValueError(f"Layer {layer!r} produced no tensor output in the forward pass.")
-    return pooled(captured[-1]).float(), probs  # a layer used twice: its last use, the one nearest the head
+    return pooled(record.activations).float(), probs
 
 
 def default_workers(n_images: int) -> int:
@@ -114,7 +115,7 @@ def default_workers(n_images: int) -> int:
 
 def embedding_key(loaded: LoadedModel, images: ImageSet, layer: str) -> str:
     """Cache key: model weights, layer, preprocessing and the data's fingerprint."""
-    return digest("embeddings-v1", weights_digest(loaded.model), layer, loaded.spec.preprocessing,
+    return digest("embeddings-v2", weights_digest(loaded.model), layer, loaded.spec.preprocessing,
                   images.fingerprint)
 
 

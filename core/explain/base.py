@@ -4,20 +4,17 @@ Each method is a function ``fn(ctx, x, targets) -> maps`` (or ``(maps, extras)``
 ``explain`` validates parameters, picks targets, times the call and wraps every image's map in an Explanation.
 
 Concurrency: a web app explains several requests at once on one shared model. Methods hold no global state, and
-the forward hooks used here (``capture``, ``last_spatial_layer``) are registered for one call, removed in a
-``finally`` and act only on forward passes of the thread that registered them, so another thread's forward through
-the same module neither triggers them nor is altered by them.
+the forward hooks they use (``core.hooks``: ``capture``, ``last_spatial_layer``) are registered for one call,
+removed in a ``finally`` and act only on forward passes of the thread that registered them, so another thread's
+forward through the same module neither triggers them nor is altered by them.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 import time
-import weakref
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -26,6 +23,7 @@ import torch
 from torch import nn
 from torchvision.transforms.v2.functional import gaussian_blur
 
+from core.hooks import last_spatial_layer
 from core.zoo import LoadedModel, Preprocessing, get_layer
 
 ProgressFn = Callable[[float], None]
@@ -285,95 +283,6 @@ def _requested(target: int | Sequence[int] | None, n: int, device: torch.device)
     if len(t) != n:
         raise ValueError(f"target has {len(t)} entries for {n} images.")
     return t
-
-
-@contextmanager
-def _thread_hooks(pairs: Sequence[tuple[nn.Module, Callable]]) -> Iterator[None]:
-    """Forward hooks on modules that fire only for forward passes of the calling thread; always removed."""
-    owner = threading.get_ident()
-
-    def only_mine(hook: Callable) -> Callable:
-        def wrapped(module: nn.Module, inputs: tuple, output: Any) -> Any:
-            return hook(module, inputs, output) if threading.get_ident() == owner else None
-        return wrapped
-
-    handles = []
-    try:
-        for module, hook in pairs:
-            handles.append(module.register_forward_hook(only_mine(hook)))
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-_LAST_SPATIAL: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], str]] = weakref.WeakKeyDictionary()
-
-
-def last_spatial_layer(model: nn.Module, sample: torch.Tensor) -> str:
-    """Name of the last module (in execution order) whose output is a 4-D map with spatial size above 1.
-
-    Cached per model and input shape (it costs a forward pass).
-    """
-    shape = tuple(sample.shape[1:])
-    cached = _LAST_SPATIAL.get(model, {}).get(shape)
-    if cached is not None:
-        return cached
-    seen: list[str] = []
-
-    def record(name: str) -> Callable:
-        def hook(_m: nn.Module, _i: tuple, out: Any) -> None:
-            if isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[-1] > 1 and out.shape[-2] > 1:
-                seen.append(name)
-        return hook
-
-    leaves = [(m, record(name)) for name, m in model.named_modules() if name and not list(m.children())]
-    with _thread_hooks(leaves), torch.no_grad():
-        model(sample[:1])
-    if not seen:
-        raise ValueError("The model has no layer with a spatial (4-D) output to explain.")
-    _LAST_SPATIAL.setdefault(model, {})[shape] = seen[-1]
-    return seen[-1]
-
-
-@dataclass
-class LayerCapture:
-    """The output of one layer recorded during a forward pass (its last call, if the module runs repeatedly).
-
-    Take gradients with ``torch.autograd.grad(score, capture.activations)``: only the graph between the score
-    and the layer is traversed, and no parameter gets a gradient.
-    """
-
-    activations: torch.Tensor | None = None
-
-    def require(self, layer: str) -> torch.Tensor:
-        """The activations, checked to be an N x C x h x w map (the only kind a layer map can be made of)."""
-        a = self.activations
-        if a is None:
-            raise ValueError(f"Layer {layer!r} did not run in the forward pass.")
-        if a.ndim != 4:
-            raise ValueError(f"Layer {layer!r} outputs shape {tuple(a.shape)}, not a spatial map; "
-                             "choose a convolutional layer.")
-        return a
-
-
-@contextmanager
-def capture(model: nn.Module, layer: str) -> Iterator[LayerCapture]:
-    """Record a layer's output for forward passes of this thread; the hook is always removed afterwards.
-
-    The model continues with a copy of the output, so in-place operations after the layer (``out += identity``,
-    ``ReLU(inplace=True)``) cannot alter the recorded activations or invalidate gradients taken w.r.t. them.
-    """
-    record = LayerCapture()
-
-    def hook(_module: nn.Module, _inputs: tuple, output: Any) -> Any:
-        if not isinstance(output, torch.Tensor):
-            raise ValueError(f"Layer {layer!r} outputs a {type(output).__name__}, not a tensor.")
-        record.activations = output
-        return output.clone()
-
-    with _thread_hooks([(get_layer(model, layer), hook)]):
-        yield record
 
 
 def batches(n: int, size: int) -> Iterator[slice]:

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.explain.base import Context, batches, capture, register
+from core.explain.base import Context, batches, register
+from core.hooks import capture
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ def _layer_maps(ctx: Context, x: torch.Tensor, weigh: Weighting, gradients: bool
         xb = x[rows].detach().requires_grad_(gradients)
         with capture(ctx.model, ctx.layer) as record, torch.set_grad_enabled(gradients):
             logits = ctx.model(xb)
-        acts = record.require(ctx.layer)
+        acts = record.require()
         targets = ctx.resolve(logits, rows)
         grads = torch.autograd.grad(target_logits(logits, targets).sum(), acts)[0] if gradients else None
         weights = weigh(ctx, LayerPass(acts.detach(), grads, targets, logits.detach()))

@@ -23,8 +23,9 @@ import numpy as np
 import torch
 from torch.overrides import TorchFunctionMode
 
-from core.explain.base import BASELINE_HELP, Context, Param, baseline, batches, capture, register
+from core.explain.base import BASELINE_HELP, Context, Param, baseline, batches, register
 from core.explain.cam import LayerPass, combine, grad_cam_weights, target_logits
+from core.hooks import capture
 
 
 def _rows_gradient(ctx: Context, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -185,7 +186,7 @@ def guided_grad_cam(ctx: Context, x: torch.Tensor, _targets: None) -> tuple[torc
         mode = GuidedReLU(guided=False)  # the hooks read the flag at backward time
         with capture(ctx.model, ctx.layer) as record, mode, torch.enable_grad():
             logits = ctx.model(xr)
-        acts = record.require(ctx.layer)
+        acts = record.require()
         targets = ctx.resolve(logits, rows)
         score = target_logits(logits, targets).sum()
         layer_grads = torch.autograd.grad(score, acts, retain_graph=True)[0]

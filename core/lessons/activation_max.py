@@ -22,6 +22,7 @@ import torch
 import torchvision.transforms.functional as TF
 from torch import nn
 
+from core.hooks import capture
 from core.zoo import Preprocessing, get_layer, normalise
 
 ProgressFn = Callable[[float], None]
@@ -81,10 +82,6 @@ class Synthesis:
         return self.final_score / self.start_score if self.start_score > 0 else math.nan
 
 
-class _Stop(Exception):
-    """Raised by the channel hook so the forward pass ends at the target layer."""
-
-
 Scorer = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
 
 
@@ -99,27 +96,17 @@ def _scorer(model: nn.Module, target: Target, prep: Preprocessing) -> Scorer:
 
         return class_score
 
-    module = get_layer(model, target.layer or "")
+    get_layer(model, target.layer or "")  # a misspelt layer fails here, before any optimisation
 
     def channel_score(pixels: torch.Tensor) -> tuple[torch.Tensor, None]:
-        seen: list[torch.Tensor] = []
-
-        def hook(_m: nn.Module, _i: tuple, out: torch.Tensor) -> None:
-            seen.append(out)
-            raise _Stop  # the rest of the network is not needed: skip it
-
-        handle = module.register_forward_hook(hook)
-        try:
+        with capture(model, target.layer or "", stop=True) as record:  # the rest of the network is not needed
             model(normalise(pixels, prep))
-        except _Stop:
-            pass
-        finally:
-            handle.remove()
-        if not seen or seen[0].ndim != 4:
+        out = record.activations
+        if out is None or out.ndim != 4:
             raise ValueError(f"Layer {target.layer!r} does not output channels of 2-D maps.")
-        if not 0 <= target.index < seen[0].shape[1]:
-            raise ValueError(f"Channel must be in [0, {seen[0].shape[1] - 1}], got {target.index}.")
-        return seen[0][0, target.index].mean(), None
+        if not 0 <= target.index < out.shape[1]:
+            raise ValueError(f"Channel must be in [0, {out.shape[1] - 1}], got {target.index}.")
+        return out[0, target.index].mean(), None
 
     return channel_score
 

@@ -1,15 +1,15 @@
 """Feature maps, learned filters and per-layer statistics: what each layer of a CNN computes on one image.
 
-Activations are read with forward hooks that are removed before returning, so the model is left exactly as it
-was. Display scalings are returned with their offsets and scales, so the numbers behind every picture can be
-recovered.
+Activations are read with ``core.hooks`` (hooks removed before returning, so the model is left exactly as it was;
+the layers worth showing are ``core.hooks.spatial_layers``). Display scalings are returned with their offsets and
+scales, so the numbers behind every picture can be recovered.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 import torch
@@ -17,65 +17,23 @@ import torch.nn.functional as F
 from skimage.util import montage
 from torch import nn
 
-from core.zoo import get_layer
-
-
-def spatial_layers(model: nn.Module, sample: torch.Tensor, max_depth: int = 2) -> list[str]:
-    """Modules (at most ``max_depth`` levels deep) whose output is an N x C x H x W map, in execution order.
-
-    Left out: modules called more than once per pass (e.g. a shared ReLU; they have no single output) and
-    children that merely hand their output to a container (``layer1.1`` is listed as ``layer1``).
-    """
-    outputs: dict[str, list[object]] = {}
-    handles = []
-    for name, module in model.named_modules():
-        if not name or name.count(".") >= max_depth:
-            continue
-
-        def hook(_m: nn.Module, _i: tuple, out: object, name: str = name) -> None:
-            outputs.setdefault(name, []).append(out)
-
-        handles.append(module.register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            model(sample)
-    finally:
-        for handle in handles:
-            handle.remove()
-
-    def passes_up(name: str, out: object) -> bool:
-        parent = name.rpartition(".")[0]
-        return bool(parent) and outputs.get(parent, [None])[0] is out
-
-    return [name for name, outs in outputs.items()  # dicts keep completion order
-            if len(outs) == 1 and isinstance(outs[0], torch.Tensor) and outs[0].ndim == 4
-            and not passes_up(name, outs[0])]
+from core.hooks import capture
 
 
 @torch.no_grad()
 def activations(model: nn.Module, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
     """Outputs of ``layers`` for the batch ``x`` (one forward pass, no gradients, hooks removed afterwards).
 
-    Outputs are copied inside the hook: an in-place ReLU after a layer would otherwise overwrite what
-    was recorded (torchvision's ResNets apply ``ReLU(inplace=True)`` right after ``bn1``).
+    Each is the layer's own output (its first call's): ``core.hooks.capture`` hands the model a copy, so an in-place
+    ReLU after a layer cannot overwrite it (torchvision's ResNets apply ``ReLU(inplace=True)`` right after ``bn1``).
     """
-    found: dict[str, torch.Tensor] = {}
-
-    def hook(_m: nn.Module, _i: tuple, out: torch.Tensor, name: str) -> None:  # returns None: output untouched
-        found.setdefault(name, out.detach().clone())
-
-    handles = []
-    try:
-        for name in layers:
-            handles.append(get_layer(model, name).register_forward_hook(partial(hook, name=name)))
+    with ExitStack() as stack:
+        records = {name: stack.enter_context(capture(model, name)) for name in layers}
         model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
-    missing = [name for name in layers if name not in found]
+    missing = [name for name, record in records.items() if not record.outputs]
     if missing:
         raise ValueError(f"Layer(s) {', '.join(missing)} did not run in the forward pass.")
-    return found
+    return {name: record.outputs[0].detach() for name, record in records.items()}
 
 
 @dataclass(frozen=True)

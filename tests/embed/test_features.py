@@ -126,3 +126,18 @@ def test_embed_array_matches_the_batch_result(digits_model, small, tmp_path):
     vector, probs = E.embed_array(digits_model, small.image(5))
     np.testing.assert_allclose(vector, emb.vectors[5], rtol=1e-4, atol=1e-5)
     assert probs.argmax() == emb.predictions[5]
+
+
+def test_bn1_embeds_bn1_itself_not_the_inplace_relu_after_it(bundled, digits, tmp_path):
+    """The bundled ResNet applies ReLU(inplace=True) to bn1's output: the embedding must be taken before it."""
+    images = E.subsample(digits, 8, seed=1)
+    emb = E.embed(bundled, images, "bn1", cache=ArrayCache(tmp_path))
+    net = bundled.model
+    assert not net.training
+    x = torch.cat([preprocess(images.image(i), bundled.spec.preprocessing) for i in range(len(images))])
+    with torch.no_grad():
+        expected = net.bn1(net.conv1(x.to(bundled.device))).mean(dim=(2, 3)).cpu().numpy()
+    assert (expected < 0).any()  # relu(bn1) could not match
+    np.testing.assert_allclose(emb.vectors, expected, rtol=1e-4, atol=1e-5)
+    vector, _ = E.embed_array(bundled, images.image(3), "bn1")
+    np.testing.assert_allclose(vector, expected[3], rtol=1e-4, atol=1e-5)

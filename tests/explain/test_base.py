@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from core.explain import METHODS, explain
-from core.explain.base import Context, Explanation, Param, baseline, capture, last_spatial_layer, resolve_params
+from core.explain.base import Context, Explanation, Param, baseline, last_spatial_layer, resolve_params
+from core.hooks import capture
 from core.zoo import LoadedModel, ModelSpec, Preprocessing, denormalise
 from tests.explain.nets import TinyGapNet, image, small_resnet
 from tests.helpers import hooks_left

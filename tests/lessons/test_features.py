@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.hooks import spatial_layers
 from core.lessons import features as f
 from core.nets import WideResNet18
 from tests.helpers import hooks_left
@@ -51,7 +52,7 @@ def manual_outputs(model: WideResNet18, x: torch.Tensor) -> dict[str, torch.Tens
 
 
 def test_spatial_layers_lists_resnet_stages_in_order(net, x):
-    assert f.spatial_layers(net, x) == [
+    assert spatial_layers(net, x) == [
         "conv1", "bn1", "relu", "maxpool", "layer1.0", "layer1", "layer2.0", "layer2", "layer3.0", "layer3",
         "layer4.0", "layer4", "avgpool"]
     assert not hooks_left(net)
