@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     atexit.register(delete_reports)
     limits = Limits(args.fast_concurrency, args.heavy_concurrency)
     demo = XrayUI(zoo, janitor, similar, pick_examples(), limits).build()
+    janitor.bind(demo)  # deletes only what visitors uploaded through it, never an example or a map it served
     demo.queue(default_concurrency_limit=1, max_size=args.max_queue)
     from gradio.route_utils import delete_files_created_by_app
 

@@ -5,7 +5,11 @@ once share one path; deleting it the instant one request finishes could pull it 
 So each use (re)arms a short grace period, and a background sweep deletes files whose grace has passed,
 unless the file was uploaded again in the meantime (Gradio then renames a new file into place: another
 inode), in which case it gets a fresh grace period for that upload's request.
-Only files inside Gradio's upload folder are ever touched.
+
+Only files a visitor uploaded are ever touched: inside Gradio's upload folder, recorded by Gradio's ``/upload`` route
+(``Blocks.upload_file_set``), and not among the files the app put there itself when it was built (the examples'
+thumbnails, in its components' ``temp_files`` when the janitor is bound). A client that names an example's path
+(published in ``/config``) instead of uploading gets its prediction, and the example stays.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+from gradio.context import LocalContext
 from gradio.utils import get_upload_folder
 
 from core.io import MAX_BYTES
@@ -43,11 +48,25 @@ class UploadJanitor:
         self._due: dict[Path, tuple[float, int]] = {}  # file -> (deadline, inode it had when scheduled)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._blocks: object | None = None
+        self._own: frozenset[str] = frozenset()  # files the app itself put in the folder before serving
+
+    def bind(self, blocks: object) -> None:
+        """Judge uploads by this built Blocks' records: its ``upload_file_set``, and the files its components hold
+        now (example thumbnails, initial values), which are never deleted even if an identical upload lands on one
+        of their paths (Gradio names both by content). The app binds its own before it serves; unbound, the Blocks
+        of the Gradio request being served is used, without that protection."""
+        self._blocks = blocks
+        sets = getattr(blocks, "temp_file_sets", None) or []
+        uploads = getattr(blocks, "upload_file_set", None)
+        own = {str(f) for files in sets if files is not uploads for f in files}
+        self._own = frozenset(own | {str(Path(f).resolve()) for f in own})
 
     def take(self, path: str | Path) -> bytes:
-        """The file's bytes (at most core.io's limit); schedules its deletion when it is an upload."""
+        """The file's bytes (at most core.io's limit); schedules its deletion when it is a visitor's upload."""
         file = Path(path).resolve()
-        self._schedule(file)
+        if self.is_upload(path):
+            self._schedule(file)
         try:
             size = file.stat().st_size
             if size > MAX_BYTES:
@@ -60,7 +79,27 @@ class UploadJanitor:
 
     def release(self, path: str | Path) -> None:
         """Schedule an upload for deletion without reading it (for files another loader opens by path)."""
-        self._schedule(Path(path).resolve())
+        if self.is_upload(path):
+            self._schedule(Path(path).resolve())
+
+    def is_upload(self, path: str | Path) -> bool:
+        """True for a file a visitor uploaded: inside Gradio's upload folder, recorded by its ``/upload`` route and
+        not one of the app's own files (an example thumbnail uploaded again lands on its path). Outside any Gradio
+        app (scripts, tests) every file in the folder counts as the caller's upload; inside one whose records
+        cannot be read, none does."""
+        file = Path(path).resolve()
+        if not file.is_relative_to(self.root):
+            return False  # never delete anything Gradio did not receive as an upload
+        names = {str(path), str(file)}
+        if names & self._own:
+            return False
+        blocks = self._blocks if self._blocks is not None else LocalContext.blocks.get(None)
+        if blocks is None:
+            return True
+        uploads = getattr(blocks, "upload_file_set", None)
+        if not isinstance(uploads, set):
+            return False
+        return any(name in uploads for name in names)  # membership only: Gradio adds to the set meanwhile
 
     def flush(self) -> int:
         """Delete every scheduled upload now (at shutdown)."""

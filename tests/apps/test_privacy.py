@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.apps.test_faults import ROOT, app_env, launch_xray, sample_png
+from tests.apps.test_faults import ROOT, app_env, launch_xray, sample_png, small_data_folder
 from tests.conftest import LiveServer, free_port, wait_for_port
 from tests.core.corpus import dicom_bytes
 
@@ -366,3 +366,49 @@ def test_stopping_the_app_deletes_uploads_in_their_grace_period_and_the_maps_it_
     assert server.app.proc.returncode == 0 and "Traceback" not in shutdown, shutdown[-2000:]
     left = [p for p in [*pending, *served] if p.exists()]
     assert not left, f"{len(left)} files derived from uploads outlived the server: {left}"
+
+
+# ------------------------------------------------------------------------------------------ examples are not uploads
+
+
+def _predict_path(client: object, path: str) -> str:
+    """The event stream of /predict called with a server path in place of an upload."""
+    started = client.post("/call/predict", json={"data": [{"path": path, "meta": {"_type": "gradio.FileData"}},
+                                                           "cxr-resnet18"]})
+    if started.status_code != 200:
+        return f"refused: {started.status_code}"
+    return client.get(f"/call/predict/{started.json()['event_id']}").text
+
+
+@pytest.mark.data
+def test_predict_on_an_example_thumbnails_path_leaves_the_example(tmp_path):
+    """/config publishes the example thumbnails' paths, inside Gradio's upload folder. A client that sends one to
+    /predict gets its prediction, and the upload cleaner must leave it (it deleted it, and the example answered 403
+    for everyone until a restart), while it still deletes a real upload."""
+    import httpx
+
+    data = small_data_folder(tmp_path / "data", per_class=2)
+    env = app_env(tmp_path, CNNLENS_DATA=str(data), CNNLENS_CACHE=str(tmp_path / "cache"))
+    app = launch_xray(tmp_path, env, "--upload-grace", "1", "--no-similar")
+    try:
+        config = httpx.get(f"{app.url}/config", timeout=60).json()
+        gallery = next(c for c in config["components"] if c.get("props", {}).get("elem_id") == "examples")
+        thumbnails = [item["image"]["path"] for item in gallery["props"]["value"]]
+        assert thumbnails and all(Path(p).is_file() for p in thumbnails)
+        upload = sample_png(tmp_path, "mine.png")
+        with httpx.Client(base_url=f"{app.url}/gradio_api", timeout=120) as client:
+            for path in thumbnails[:2]:
+                answer = _predict_path(client, path)
+                assert "event: complete" in answer and "confidences" in answer, answer[:500]
+            sent = {"files": (upload.name, upload.read_bytes(), "image/png")}
+            (uploaded,) = client.post("/upload", files=sent).json()
+            assert "confidences" in _predict_path(client, uploaded)
+            deadline = time.monotonic() + 30  # the 1 s grace, then a sweep every second
+            while Path(uploaded).exists() and time.monotonic() < deadline:
+                time.sleep(0.25)
+            assert not Path(uploaded).exists()  # the cleaner ran: the real upload is gone...
+            for path in thumbnails[:2]:  # ...and the examples are still there and still served
+                assert Path(path).is_file(), path
+                assert client.get(f"/file={path}").status_code == 200
+    finally:
+        app.stop()
