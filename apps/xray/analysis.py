@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import torch
 
 import core.explain  # noqa: F401  (importing the package registers every method)
 from apps.xray.models import get_model
@@ -19,7 +20,9 @@ from apps.xray.session import Panel, Session, Stability
 from core.explain import quality
 from core.explain.base import METHODS, explain, resolve_params
 from core.io import LoadedImage
-from core.zoo import LoadedModel, denormalise, get_layer, predict, preprocess
+from core.trust import interpret, logits_and_features
+from core.trust.ood import colourfulness
+from core.zoo import LoadedModel, denormalise, get_layer, preprocess
 
 ProgressFn = Callable[[float], None]
 DEFAULT_METHOD = "grad_cam"
@@ -48,9 +51,11 @@ def open_session(image: LoadedImage, source: str, model_key: str, *, uploaded: b
     a visitor's file name (shown back to them, never put in a report)."""
     loaded = get_model(model_key)
     x = preprocess(image, loaded.spec.preprocessing, loaded.device)
-    probs = predict(loaded, x)[0].tolist()
+    logits, features = logits_and_features(loaded, x)  # one forward for the prediction and the gate
+    probs = torch.softmax(logits, 1)[0].tolist()
+    (assessment,) = interpret(loaded, logits, features, [colourfulness(image.array)])
     return Session(image, source, model_key, x, dict(zip(loaded.spec.class_names, probs, strict=True)),
-                   uploaded=uploaded)
+                   assessment, uploaded=uploaded)
 
 
 def model_view(session: Session) -> np.ndarray:

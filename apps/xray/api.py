@@ -1,4 +1,4 @@
-"""Named API endpoints ``/predict`` and ``/explain`` for ``gradio_client``.
+"""Named API endpoints ``/predict``, ``/assess`` and ``/explain`` for ``gradio_client``.
 
 They sit on hidden components so the page's own events stay private, share ``analysis`` with the UI, and
 turn every user error into ``gr.Error`` with the same human message the page shows.
@@ -8,6 +8,7 @@ Example::
     from gradio_client import Client, handle_file
     client = Client("http://127.0.0.1:7860")
     probs = client.predict(handle_file("xray.jpeg"), api_name="/predict")
+    verdict = client.predict(handle_file("xray.jpeg"), api_name="/assess")  # threshold, set, OOD gate
     overlay, summary = client.predict(handle_file("xray.jpeg"), "lime", '{"n_samples": 500}', api_name="/explain")
 """
 
@@ -79,6 +80,16 @@ def register_api(janitor: UploadJanitor, zoo: ZooStatus, limits: Limits) -> None
         return session.probabilities
 
     @api_errors
+    def assess(image: str | None, model: str = BUNDLED) -> dict[str, Any]:
+        """Prediction with trust for one image: label at the operating threshold, calibrated probability,
+        90% prediction set and the out-of-distribution gate (``in_distribution``, ``ood_score``; 1.0 = gate)."""
+        if not image:
+            raise ValueError("Send an image file.")
+        session = analysis.open_session(load_image(janitor.take(image)), "api", _check_model(zoo, model),
+                                       uploaded=True)
+        return {**session.assessment.as_dict(), "disclaimer": DISCLAIMER}
+
+    @api_errors
     def explain(image: str | None, method: str = "grad_cam", params: str = "{}", model: str = BUNDLED,
                 progress: gr.Progress = gr.Progress()) -> tuple[np.ndarray, dict[str, Any]]:  # noqa: B008
         """Heatmap overlay and a JSON summary (target, score, seconds, quality) for one image and method.
@@ -109,8 +120,11 @@ def register_api(janitor: UploadJanitor, zoo: ZooStatus, limits: Limits) -> None
         probabilities = gr.Label(label="probabilities")
         overlay = gr.Image(label="overlay", format="png")
         summary = gr.JSON(label="summary")
+        assessment = gr.JSON(label="assessment")
         predict_button = gr.Button()
+        assess_button = gr.Button()
         explain_button = gr.Button()
     predict_button.click(predict, [image, model], probabilities, api_name="predict", **limits.fast())
+    assess_button.click(assess, [image, model], assessment, api_name="assess", **limits.fast())
     explain_button.click(explain, [image, method, params, model], [overlay, summary], api_name="explain",
                          **limits.heavy())

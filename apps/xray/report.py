@@ -105,7 +105,14 @@ def _lines(session: Session, description: str) -> list[str]:
     """The report's text: source, model, and for each map its target, time and plain-language readings."""
     wrap = functools.partial(textwrap.wrap, width=150, subsequent_indent="    ")
     lines = [*wrap(f"Source: {session.shareable_source}. Model: {session.model_key} — {description}"),
-             f"Image: {views.metadata_line(session.image)}", ""]
+             f"Image: {views.metadata_line(session.image)}"]
+    for line in views.prediction_lines(session.assessment):
+        lines += wrap(line)
+    if views.seen_in_training(session.neighbours):
+        n = session.neighbours[0]
+        lines += wrap(f"Seen in training: nearly identical to {n.item} (distance {n.distance:.4f}); the prediction "
+                      "is not a test of the model.")
+    lines.append("")
     for p in session.panels:
         e = p.explanation
         lines.append(f"{p.title}: class {e.target_name} (p = {e.score:.3f}), computed in {e.seconds:.2f} s")

@@ -15,6 +15,7 @@ import torch
 from core.explain.base import Explanation
 from core.explain.quality import Reference, Trust
 from core.io import LoadedImage
+from core.trust import Assessment
 
 MAX_PANELS = 4
 
@@ -48,7 +49,8 @@ class Session:
     source: str
     model_key: str
     x: torch.Tensor
-    probabilities: dict[str, float]
+    probabilities: dict[str, float]  # the model's softmax, as /predict returns it
+    assessment: Assessment  # calibrated probability, threshold, conformal set, out-of-distribution gate
     panels: list[Panel] = field(default_factory=list)
     stability: Stability | None = None
     neighbours: list[Any] = field(default_factory=list)

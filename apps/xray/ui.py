@@ -41,6 +41,15 @@ STYLE_INPUTS = 3  # unsigned colour map, signed colour map, opacity
 CSS = """
 #status .prose { font-size: 0.95rem; }
 .disclaimer { color: #9a3412; font-weight: 600; }
+.pred-card { padding: 4px 2px; line-height: 1.35; }
+.pred-class { font-size: 2rem; font-weight: 700; margin: 2px 0 4px; }
+.pred-ood { background: #fee2e2; border: 1px solid #b91c1c; color: #7f1d1d; padding: 8px; border-radius: 6px;
+            margin-bottom: 6px; }
+.pred-bar { position: relative; height: 12px; background: #e5e7eb; border-radius: 6px; margin: 6px 0; }
+.pred-fill { position: absolute; left: 0; top: 0; bottom: 0; background: #1f6feb; border-radius: 6px; }
+.pred-tick { position: absolute; top: -4px; bottom: -4px; width: 3px; background: #111827; }
+.pred-rows, .pred-set, .pred-gate, .pred-rule { font-size: 0.9rem; }
+.pred-note { font-size: 0.8rem; color: #9a3412; margin-top: 4px; }
 """
 
 
@@ -106,8 +115,7 @@ class XrayUI:
                                               elem_id="seen-view", buttons=[])
                     self.meta = gr.Markdown(elem_id="metadata")
                 with gr.Column(scale=1, min_width=300):
-                    self.label = gr.Label(label=f"Prediction — {DISCLAIMER}", num_top_classes=5,
-                                          elem_id="prediction")
+                    self.label = gr.HTML(views.prediction_card(None), label="Prediction", elem_id="prediction")
                     self.status = gr.Markdown(views.status("Upload an X-ray or pick an example.", ok=True),
                                               elem_id="status")
                     self.similar_gallery = gr.Gallery(label="Similar training cases (education only)", columns=3,
@@ -313,7 +321,7 @@ class XrayUI:
             self.seen_view: gr.Image(views.display(analysis.model_view(session), views.SEEN_SIDE),
                                      label=views.model_view_label(loaded.spec)),
             self.meta: views.metadata(image),
-            self.label: session.probabilities,
+            self.label: views.prediction_card(session.assessment),
             self.status: views.status(f"**{source}** ({model_key}): {done}" + views.notes(image), ok=True),
             self.target: gr.Dropdown([PREDICTED, *loaded.spec.class_names], value=PREDICTED),
             self.layer: loaded.spec.cam_layer,
@@ -322,7 +330,8 @@ class XrayUI:
         }
 
     def _cleared(self) -> dict:
-        return {self.state: None, self.input_view: None, self.seen_view: None, self.meta: "", self.label: None,
+        return {self.state: None, self.input_view: None, self.seen_view: None, self.meta: "",
+                self.label: views.prediction_card(None),
                 self.similar_gallery: None, self.similar_note: "", self.stability_mean: None,
                 self.stability_spread: None, self.stability_note: "", self.work: "",
                 **self._board(None, views.Style())}
@@ -400,7 +409,7 @@ class XrayUI:
             return {self.state: gr.skip()}
         neighbours = self.similar.query(session.image.array)
         session.neighbours = neighbours
-        return {self.state: session, self.similar_note: self.similar.status(),
+        return {self.state: session, self.similar_note: views.seen_in_training(neighbours) + self.similar.status(),
                 self.similar_gallery: [(n.thumbnail, f"{n.label} · {n.distance:.3f}") for n in neighbours]}
 
     @guarded("work")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,11 +16,13 @@ from PIL import Image, ImageDraw, ImageFont
 
 from apps.xray.session import Panel, Session
 from apps.xray.session import Stability as StabilityResult
+from apps.xray.similar import Neighbour
 from core.data import ATTRIBUTION_MARKDOWN
 from core.explain import render
 from core.explain.base import Explanation, MethodInfo
 from core.explain.quality import Agreement, read_agreement
 from core.io import LoadedImage
+from core.trust import Assessment
 from core.zoo import DISCLAIMER, ModelSpec
 
 DISPLAY_SIDE = 320  # overlays are drawn on the X-ray at this size: sharp on screen, cheap to encode
@@ -89,6 +92,70 @@ def spread(std: np.ndarray, style: Style) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- words
+
+
+OOD_BANNER = "Unlike the chest X-rays this model was trained on: its prediction and maps mean little"
+
+
+def prediction_card(assessment: Assessment | None) -> str:
+    """HTML for the prediction: the out-of-distribution banner first, then the class at the operating threshold,
+    the calibrated probability on a bar with the threshold marked, every class's probability and the conformal
+    set. A plain softmax (models without trust data) is labelled as such."""
+    if assessment is None:
+        return "<div class='pred-card pred-empty'>No image yet.</div>"
+    a, e = assessment, html.escape
+    parts = []
+    if a.in_distribution is False:
+        parts.append(f"<div class='pred-ood' role='alert'>⛔ <b>{OOD_BANNER}</b> ({e(a.ood_reason or '')}).</div>")
+    parts.append(f"<div class='pred-class'>{e(a.label)}</div>")
+    if a.threshold is not None and a.positive is not None:
+        side = "at or above" if a.probability >= a.threshold else "below"
+        parts.append(
+            f"<div class='pred-rule'>calibrated P({e(a.positive)}) = <b>{a.probability:.0%}</b>, {side} the "
+            f"operating threshold {a.threshold:.0%}</div>"
+            f"<div class='pred-bar' title='probability bar; the dark tick is the threshold'>"
+            f"<div class='pred-fill' style='width:{100 * a.probability:.1f}%'></div>"
+            f"<div class='pred-tick' style='left:{100 * a.threshold:.1f}%'></div></div>")
+    else:
+        parts.append("<div class='pred-rule'>softmax probability (this model has no calibration, operating "
+                     "threshold or out-of-distribution gate)</div>")
+    top = sorted(a.probabilities.items(), key=lambda kv: kv[1], reverse=True)[:5]
+    parts.append("<div class='pred-rows'>" + " · ".join(f"{e(k)} {v:.0%}" for k, v in top) + "</div>")
+    if a.calibrated:
+        verdict = ("the model cannot tell these apart at this confidence" if len(a.prediction_set) > 1
+                   else "one class")
+        parts.append(f"<div class='pred-set'>90% prediction set: {{{e(', '.join(a.prediction_set))}}}: {verdict}"
+                     f"</div><div class='pred-gate'>out-of-distribution score {a.ood_score:.2f} "
+                     "(above 1.00 is flagged)</div>")
+    return "<div class='pred-card'>" + "".join(parts) + f"<div class='pred-note'>{SHORT_DISCLAIMER}</div></div>"
+
+
+# Cosine distance below which the nearest training image is the same film (re-encoded, resized): measured in
+# tests/apps/test_xray_parts.py, a training film re-saved as PNG sits at < 1e-4, other patients' films at > 0.005.
+SEEN_DISTANCE = 1e-3
+
+
+def prediction_lines(assessment: Assessment) -> list[str]:
+    """The prediction card as plain sentences, for the report."""
+    a = assessment
+    lines = [] if a.in_distribution is not False else [f"WARNING: {OOD_BANNER} ({a.ood_reason})."]
+    if a.threshold is not None:
+        side = "at or above" if a.probability >= a.threshold else "below"
+        lines.append(f"Prediction: {a.label}: calibrated P({a.positive}) = {a.probability:.3f}, {side} the operating "
+                     f"threshold {a.threshold:.3f}; 90% prediction set {{{', '.join(a.prediction_set)}}}; "
+                     f"out-of-distribution score {a.ood_score:.2f} (flagged above 1.00).")
+    else:
+        lines.append(f"Prediction: {a.label} (softmax {a.probability:.3f}; no calibration, threshold or gate).")
+    return lines
+
+
+def seen_in_training(neighbours: Sequence[Neighbour]) -> str:
+    """A warning line when the nearest training case is (nearly) this very image, else nothing."""
+    if not neighbours or neighbours[0].distance >= SEEN_DISTANCE:
+        return ""
+    return (f"⚠️ **Seen in training:** this image is (nearly) identical to the training image "
+            f"{html.escape(neighbours[0].item)} (distance {neighbours[0].distance:.4f}), so its prediction is "
+            "not a test of the model.\n\n")
 
 
 def status(text: str, ok: bool) -> str:

@@ -18,7 +18,7 @@ import torch
 from safetensors import safe_open
 
 from core.embed.features import pooled
-from core.explain.base import capture
+from core.hooks import capture
 from core.io import LoadedImage
 from core.trust.calibration import scaled_probabilities
 from core.trust.conformal import prediction_sets
@@ -101,16 +101,15 @@ def logits_and_features(loaded: LoadedModel, x: torch.Tensor) -> tuple[torch.Ten
     return logits.float().cpu(), pooled(record.activations).float().cpu()
 
 
-def assess_batch(loaded: LoadedModel, x: torch.Tensor, colour: Sequence[float] | None = None) -> list[Assessment]:
-    """Assess a preprocessed batch; ``colour`` is each original image's ``colourfulness`` (default: grey)."""
-    logits, features = logits_and_features(loaded, x)
+def interpret(loaded: LoadedModel, logits: torch.Tensor, features: torch.Tensor,
+              colour: Sequence[float] | None = None) -> list[Assessment]:
+    """Assessments from one forward pass's outputs; ``colour`` is each original image's ``colourfulness``."""
     trust = trust_for(loaded.spec)
     names = loaded.spec.class_names
-    colour = [0.0] * len(x) if colour is None else list(colour)
+    colour = [0.0] * len(logits) if colour is None else list(colour)
     if trust is None:
-        probs = torch.softmax(logits, 1).numpy()
         out = []
-        for p in probs:
+        for p in torch.softmax(logits, 1).numpy():
             top = int(p.argmax())
             out.append(Assessment(dict(zip(names, map(float, p), strict=True)), names[top], None, float(p[top]),
                                   None, (names[top],), None, None, None, False))
@@ -127,6 +126,11 @@ def assess_batch(loaded: LoadedModel, x: torch.Tensor, colour: Sequence[float] |
             positive, float(p[-1]), trust.threshold, tuple(n for n, k in zip(names, keep, strict=True) if k),
             reason is None, float(score), reason, True))
     return out
+
+
+def assess_batch(loaded: LoadedModel, x: torch.Tensor, colour: Sequence[float] | None = None) -> list[Assessment]:
+    """Assess a preprocessed batch; ``colour`` is each original image's ``colourfulness`` (default: grey)."""
+    return interpret(loaded, *logits_and_features(loaded, x), colour)
 
 
 def assess(loaded: LoadedModel, image: LoadedImage) -> Assessment:

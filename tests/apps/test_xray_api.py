@@ -57,6 +57,24 @@ def test_predict_returns_the_models_probabilities(xray_client, xray_server, labe
         assert result["label"] == max(expected, key=expected.get)
 
 
+def test_assess_returns_the_calibrated_prediction_set_and_gate(xray_client, xray_server, tmp_path):
+    from core.trust import assess
+
+    loaded = load_model("cxr-resnet18")
+    for path in (xray_server.images("NORMAL")[0], xray_server.images("PNEUMONIA")[0]):
+        got = _call(xray_client, _handle(path), api_name="/assess")
+        expected = assess(loaded, load_image(path)).as_dict()
+        assert got["label"] == expected["label"] and got["prediction_set"] == expected["prediction_set"]
+        assert got["probability"] == pytest.approx(expected["probability"], abs=1e-5)
+        assert got["threshold"] == pytest.approx(expected["threshold"])
+        assert got["ood_score"] == pytest.approx(expected["ood_score"], rel=1e-4)
+        assert got["in_distribution"] is True and got["calibrated"] is True and "education" in got["disclaimer"]
+    flat = tmp_path / "flat.png"
+    Image.fromarray(np.full((256, 256), 128, np.uint8)).save(flat)
+    verdict = _call(xray_client, _handle(flat), api_name="/assess")
+    assert verdict["in_distribution"] is False and verdict["ood_score"] > 1 and verdict["ood_reason"]
+
+
 def test_predict_refuses_an_unknown_model(xray_client, xray_server):
     from gradio_client.exceptions import AppError
 
@@ -86,9 +104,9 @@ def test_grad_cam_overlay_and_quality_match_core(xray_client, xray_server):
     assert len(q["readings"]) == 3 and q["readings"][0].startswith("deletion AUC")
     picture = np.asarray(Image.open(overlay_path).convert("RGB")).astype(int)
     from apps.xray import views  # the same renderer, fed the heatmap computed here
-    from apps.xray.session import Session
+    from apps.xray.analysis import open_session
 
-    session = Session(load_image(path), "test", "cxr-resnet18", x, {})
+    session = open_session(load_image(path), "test", "cxr-resnet18", uploaded=False)
     reference = views.overlay(session, expected, views.Style()).astype(int)
     assert picture.shape == reference.shape
     assert np.abs(picture - reference).mean() < 1.0  # same map, same colours (up to float noise across processes)
