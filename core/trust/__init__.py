@@ -48,6 +48,15 @@ class Trust:
         return config, tensors
 
 
+def read_checkpoint_trust(spec: ModelSpec) -> dict:
+    """The trust section of a checkpoint's metadata as stored (rules, fitted values, cross-fitted estimates)."""
+    path = Path(spec.weights_source)
+    if path.suffix != ".safetensors" or not path.is_file():
+        return {}
+    with safe_open(str(path), framework="pt") as handle:
+        return json.loads((handle.metadata() or {}).get("cnnlens", "{}")).get("trust") or {}
+
+
 @functools.lru_cache(maxsize=16)
 def _read_trust(path: str, _mtime_ns: int) -> Trust | None:
     with safe_open(path, framework="pt") as handle:
