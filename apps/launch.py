@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 APPS = Path(__file__).resolve().parent
-CLASSROOM = APPS / "streamlit_app.py"  # its Streamlit settings lie next to it, in apps/.streamlit/config.toml
+CLASSROOM = APPS / "streamlit_app.py"  # Streamlit settings: .streamlit/config.toml in the folder it starts from
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -35,7 +35,10 @@ def classroom(argv: list[str] | None = None) -> None:
     from streamlit.web import cli
 
     os.environ.setdefault("STREAMLIT_BROWSER_GATHER_USAGE_STATS", "false")
-    cli.main(["run", str(CLASSROOM), *(sys.argv[1:] if argv is None else argv)], prog_name="streamlit")
+    options = sys.argv[1:] if argv is None else argv
+    if not any(o.startswith("--server.address") for o in options):  # outside the repo no config says loopback
+        options = ["--server.address", "127.0.0.1", *options]
+    cli.main(["run", str(CLASSROOM), *options], prog_name="streamlit")
 
 
 def _stop(signum: int, frame: object) -> None:
@@ -56,7 +59,7 @@ def main() -> None:
          "--server.address", args.host, "--server.port", str(args.streamlit_port)],
         [sys.executable, "-m", "apps.xray_app", "--host", args.host, "--port", str(args.gradio_port)],
     ]
-    children = [subprocess.Popen(cmd, env=env) for cmd in commands]
+    children = [subprocess.Popen(cmd, env=env, cwd=APPS.parent) for cmd in commands]  # where .streamlit/ lies
     signal.signal(signal.SIGTERM, _stop)
     print(f"\n  CNN Lens classroom:  http://{args.host}:{args.streamlit_port}\n"
           f"  Explain my X-ray:    http://{args.host}:{args.gradio_port}\n"

@@ -29,6 +29,7 @@ from core.zoo import (
     IMAGENET_MEAN,
     IMAGENET_MODELS,
     IMAGENET_STD,
+    TRUST_PREFIX,
     LoadedModel,
     ModelSpec,
     ModelUnavailable,
@@ -52,7 +53,6 @@ MAX_CLASS_NAME = 100
 WIDTH_RANGE = (4, 128)
 INPUT_SIZE_RANGE = (16, 1024)
 TORCHVISION_SIZE_RANGE = (32, 1024)  # torchvision CNNs downsample 32x: smaller inputs leave no map to explain
-TRUST_PREFIX = "trust."  # tensors core.calibrate adds to a checkpoint (fitted statistics, not weights)
 _NOT_CNN = ("vit_", "swin_", "maxvit")  # transformers: no convolutional feature map to explain
 
 

@@ -316,7 +316,7 @@ def test_gradio_app_listens_on_loopback_only(server):
 
 
 def test_streamlit_listens_on_loopback_by_default_and_caps_uploads(tmp_path, monkeypatch):
-    config = tomllib.loads((ROOT / "apps" / ".streamlit" / "config.toml").read_text())["server"]
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())["server"]
     assert config["address"] == "127.0.0.1"
     assert 1 <= config["maxUploadSize"] <= 200, "uploads must be capped (Streamlit's own default is 200 MB)"
     port = free_port()
@@ -337,7 +337,7 @@ def test_streamlit_listens_on_loopback_by_default_and_caps_uploads(tmp_path, mon
 
     from apps.catalogue import LESSONS
 
-    monkeypatch.chdir(ROOT / "apps")  # AppTest reads .streamlit/config.toml from the working folder only
+    monkeypatch.chdir(ROOT)  # AppTest reads .streamlit/config.toml from the working folder only
     st_config.get_config_options(force_reparse=True)
     (lesson,) = [lesson for lesson in LESSONS if lesson.file.endswith("convolution.py")]
     at = AppTest.from_file(str(ROOT / "apps" / lesson.file), default_timeout=300).run()
