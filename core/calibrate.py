@@ -1,11 +1,11 @@
 """Fit a model's trust data on new patients and store it in its checkpoint:
 ``python -m core.calibrate --model models/NAME.safetensors --train DIR --data DIR [--out PATH]``.
 
-On the labelled new-patient folder (``--data``): temperature scaling, the operating threshold (the highest one
-keeping sensitivity >= ``--sensitivity``), the split-conformal quantile at ``--alpha``, and the out-of-distribution
-gate (fitted on the training folder's features, threshold at ``--ood-quantile`` of the new patients' scores).
-Numbers measured on the data that fitted them are optimistic, so the printed estimates are cross-fitted: each
-fold of the new patients is judged by values fitted on the other folds (``--folds``, split by patient).
+On the labelled new-patient folder (``--data``): Platt scaling (temperature and bias), the operating threshold
+(the highest one keeping sensitivity >= ``--sensitivity``), the split-conformal quantile at ``--alpha``, and the
+out-of-distribution gate (fitted on the training folder's features, threshold at ``--ood-quantile`` of the new
+patients' scores). Numbers measured on the data that fitted them are optimistic, so the printed estimates are
+cross-fitted: each fold of the new patients is judged by values fitted on the other folds (``--folds``, by patient).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from core.trust import Trust
 from core.trust.calibration import (
     brier_score,
     expected_calibration_error,
-    fit_temperature,
+    fit_platt,
     scaled_probabilities,
 )
 from core.trust.conformal import conformal_quantile, prediction_sets
@@ -38,11 +38,11 @@ def fit_trust(labels: np.ndarray, logits: np.ndarray, features: torch.Tensor, tr
               train_labels: np.ndarray, sensitivity: float, alpha: float, ood_quantile: float, fitted_on: str
               ) -> Trust:
     """Every trust value fitted on one labelled set (plus the training features for the gate)."""
-    temperature = fit_temperature(logits, labels)
-    probs = scaled_probabilities(logits, temperature)
+    temperature, bias = fit_platt(logits, labels)
+    probs = scaled_probabilities(logits, temperature, bias)
     rule = f"highest threshold on calibrated P({CLASS_NAMES[1]}) with sensitivity >= {sensitivity:.2f}"
     gate = OodGate.fit(train_features, torch.as_tensor(train_labels), features, ood_quantile)
-    return Trust(temperature, screening_threshold(labels, probs[:, 1], sensitivity), rule, alpha,
+    return Trust(temperature, bias, screening_threshold(labels, probs[:, 1], sensitivity), rule, alpha,
                  conformal_quantile(probs, labels, alpha), gate, fitted_on)
 
 
@@ -58,7 +58,7 @@ class Outputs:
 
 def apply_trust(trust: Trust, logits: np.ndarray, features: torch.Tensor) -> Outputs:
     """A fitted trust applied to forward-pass outputs."""
-    probs = scaled_probabilities(logits, trust.temperature)
+    probs = scaled_probabilities(logits, trust.temperature, trust.bias)
     return Outputs(probs[:, 1], prediction_sets(probs, trust.qhat), trust.ood.scores(features), trust.threshold)
 
 

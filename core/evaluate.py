@@ -4,7 +4,7 @@
 Positive class is PNEUMONIA. Reports accuracy, ROC AUC, sensitivity, specificity, precision, F1, the confusion
 matrix ([[TN, FP], [FN, TP]]) and n at the model's stored operating threshold (0.5 for models without one), with
 stratified bootstrap 95 % intervals for AUC, sensitivity and specificity, the Brier score and the expected
-calibration error of the probability the apps show (calibrated when the model carries a temperature).
+calibration error of the probability the apps show (calibrated when the model carries trust data).
 """
 
 from __future__ import annotations
@@ -90,7 +90,8 @@ def evaluate(model_name: str, folder: Path, threshold: float | None = None, prog
                          "evaluate needs a CXR model.")
     labels, logits, _, _ = folder_outputs(loaded, folder, desc="Evaluating", progress=progress)
     trust = trust_for(loaded.spec)
-    prob = scaled_probabilities(logits.numpy(), trust.temperature if trust else 1.0)[:, 1]
+    prob = (scaled_probabilities(logits.numpy(), trust.temperature, trust.bias) if trust
+            else scaled_probabilities(logits.numpy(), 1.0))[:, 1]
     threshold = threshold if threshold is not None else (trust.threshold if trust else 0.5)
     metrics = binary_metrics(labels, prob, threshold)
     metrics.update(threshold=threshold, calibrated=trust is not None, brier=brier_score(labels, prob),

@@ -31,6 +31,7 @@ class Trust:
     """What ``core.calibrate`` fitted for one model, on which data and by which rules."""
 
     temperature: float
+    bias: float  # added to the positive class's scaled logit (Platt scaling; 0 for temperature scaling alone)
     threshold: float  # on calibrated P(positive class)
     threshold_rule: str
     alpha: float  # conformal miscoverage: sets hold the true class with probability >= 1 - alpha
@@ -40,7 +41,8 @@ class Trust:
 
     def to_metadata(self) -> tuple[dict, dict[str, torch.Tensor]]:
         """(JSON-able config, tensors) to store in a checkpoint."""
-        config = {"temperature": self.temperature, "threshold": self.threshold, "threshold_rule": self.threshold_rule,
+        config = {"temperature": self.temperature, "bias": self.bias, "threshold": self.threshold,
+                  "threshold_rule": self.threshold_rule,
                   "alpha": self.alpha, "qhat": self.qhat, "fitted_on": self.fitted_on,
                   "ood": {"threshold": self.ood.threshold, "quantile": self.ood.quantile,
                           "colour_limit": self.ood.colour_limit}}
@@ -67,8 +69,8 @@ def _read_trust(path: str, _mtime_ns: int) -> Trust | None:
         precision = handle.get_tensor(f"{TRUST_PREFIX}ood.precision")
     ood = config["ood"]
     gate = OodGate(mu, precision, float(ood["threshold"]), float(ood["quantile"]), float(ood["colour_limit"]))
-    return Trust(float(config["temperature"]), float(config["threshold"]), config["threshold_rule"],
-                 float(config["alpha"]), float(config["qhat"]), gate, config["fitted_on"])
+    return Trust(float(config["temperature"]), float(config.get("bias", 0.0)), float(config["threshold"]),
+                 config["threshold_rule"], float(config["alpha"]), float(config["qhat"]), gate, config["fitted_on"])
 
 
 def trust_for(spec: ModelSpec) -> Trust | None:
@@ -123,7 +125,7 @@ def interpret(loaded: LoadedModel, logits: torch.Tensor, features: torch.Tensor,
             out.append(Assessment(dict(zip(names, map(float, p), strict=True)), names[top], None, float(p[top]),
                                   None, (names[top],), None, None, None, False))
         return out
-    probs = scaled_probabilities(logits.numpy(), trust.temperature)
+    probs = scaled_probabilities(logits.numpy(), trust.temperature, trust.bias)
     sets = prediction_sets(probs, trust.qhat)
     scores = trust.ood.scores(features)
     positive = names[-1]

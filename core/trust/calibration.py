@@ -1,19 +1,23 @@
-"""Temperature scaling (Guo et al. 2017) and the calibration measures used to judge it.
+"""Temperature scaling (Guo et al. 2017), its binary extension with a bias (Platt scaling), and the calibration
+measures used to judge them.
 
-Temperature scaling divides the logits by one fitted number T: the ranking (hence ROC AUC) is unchanged, only the
-confidence moves, so a model that is right 80 % of the time it says "80 %" stays as accurate as before.
+Both divide the logits by a fitted T; Platt scaling also shifts the positive class's logit by a fitted bias b,
+which absorbs a change of class balance between training and use (26 % NORMAL in the training films, 40 % among
+the new patients). Both are monotone, so the ranking (hence ROC AUC) is unchanged; only the confidence moves.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import minimize_scalar
+from scipy.optimize import minimize, minimize_scalar
 from scipy.special import log_softmax, softmax
 
 
-def scaled_probabilities(logits: np.ndarray, temperature: float) -> np.ndarray:
-    """softmax(logits / T) for an N x K array of logits."""
-    return softmax(np.asarray(logits, dtype=np.float64) / temperature, axis=1)
+def scaled_probabilities(logits: np.ndarray, temperature: float, bias: float = 0.0) -> np.ndarray:
+    """softmax(logits / T + b on the last class) for an N x K array of logits."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z[:, -1] += bias
+    return softmax(z, axis=1)
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -47,3 +51,19 @@ def expected_calibration_error(labels: np.ndarray, prob_positive: np.ndarray, bi
 def brier_score(labels: np.ndarray, prob_positive: np.ndarray) -> float:
     """Mean squared difference between P(positive) and the 0/1 label."""
     return float(np.mean((np.asarray(prob_positive, dtype=np.float64) - np.asarray(labels, dtype=np.float64)) ** 2))
+
+
+def fit_platt(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(T, b) minimising the negative log-likelihood of softmax(logits / T + b on class 1) for two classes."""
+    logits = np.asarray(logits, dtype=np.float64)
+    labels = np.asarray(labels, dtype=int)
+    if logits.shape[1] != 2:
+        raise ValueError("Platt scaling is for two classes; use fit_temperature.")
+
+    def nll(params: np.ndarray) -> float:
+        z = logits / np.exp(params[0])
+        z[:, 1] += params[1]
+        return float(-log_softmax(z, axis=1)[np.arange(len(labels)), labels].mean())
+
+    log_t, bias = minimize(nll, np.zeros(2), method="Nelder-Mead", options={"xatol": 1e-8, "fatol": 1e-12}).x
+    return float(np.exp(log_t)), float(bias)

@@ -6,7 +6,13 @@ import torch
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import brier_score_loss
 
-from core.trust.calibration import brier_score, expected_calibration_error, fit_temperature, scaled_probabilities
+from core.trust.calibration import (
+    brier_score,
+    expected_calibration_error,
+    fit_platt,
+    fit_temperature,
+    scaled_probabilities,
+)
 
 
 def test_ece_by_hand():
@@ -56,3 +62,19 @@ def test_temperature_recovers_the_generating_one_and_matches_torch_lbfgs():
     # scaling keeps the ranking, so the AUC cannot change
     assert np.array_equal(np.argsort(scaled_probabilities(logits, fitted)[:, 1]),
                           np.argsort(scaled_probabilities(logits, 1.0)[:, 1]))
+
+
+def test_platt_scaling_matches_sklearn_logistic_regression_on_the_logit_gap():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(2)
+    logits = rng.normal(0, 3, (3000, 2))
+    gap = logits[:, 1] - logits[:, 0]
+    labels = (rng.random(3000) < 1 / (1 + np.exp(-(gap / 1.8 - 0.7)))).astype(int)  # T = 1.8, b = -0.7
+    temperature, bias = fit_platt(logits, labels)
+    reference = LogisticRegression(C=1e9, tol=1e-10, max_iter=1000).fit(gap[:, None], labels)
+    assert 1 / temperature == pytest.approx(reference.coef_[0, 0], rel=1e-3)
+    assert bias == pytest.approx(reference.intercept_[0], abs=1e-3)
+    assert temperature == pytest.approx(1.8, rel=0.15) and bias == pytest.approx(-0.7, abs=0.2)  # sampling noise
+    np.testing.assert_allclose(scaled_probabilities(logits, temperature, bias)[:, 1],
+                               reference.predict_proba(gap[:, None])[:, 1], atol=1e-4)

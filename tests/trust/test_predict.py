@@ -26,7 +26,7 @@ def test_json_fields_values_and_a_broken_file(bundled, tmp_path, capsys):
     assert {"label", "probability", "in_distribution", "ood_score", "prediction_set"} <= set(row)
     trust = trust_for(bundled.spec)
     logits, _ = logits_and_features(bundled, preprocess(load_image(film), bundled.spec.preprocessing))
-    expected = scaled_probabilities(logits.numpy(), trust.temperature)[0, 1]  # calibrated, not the raw softmax
+    expected = scaled_probabilities(logits.numpy(), trust.temperature, trust.bias)[0, 1]  # calibrated
     assert row["probability"] == pytest.approx(expected, rel=1e-4)
     assert row["label"] == ("PNEUMONIA" if expected >= trust.threshold else "NORMAL")
     assert row["threshold"] == pytest.approx(trust.threshold)
