@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import Any
 
 import gradio as gr
@@ -26,6 +27,7 @@ from apps.xray.cancel import Cancelled, progress_callback
 from apps.xray.limits import Limits
 from apps.xray.models import ZooStatus
 from apps.xray.uploads import UploadError, UploadJanitor
+from core.explain import render
 from core.explain.base import METHODS
 from core.io import ImageError, load_image
 from core.zoo import BUNDLED, DISCLAIMER, ModelUnavailable
@@ -44,15 +46,62 @@ def _check_model(zoo: ZooStatus, model: str) -> str:
     return model
 
 
-def _parse(params: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(method parameters, options) from the JSON text; ValueError when it is not a JSON object."""
+MAX_PARAMS_TEXT = 10_000  # characters: a method's parameters fit in a few hundred
+_JSON_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "bool": (bool,), "choice": (str,)}
+
+
+def _describe(value: Any) -> str:
+    """A short, safe rendering of a rejected value (a huge or nested one is not echoed back whole)."""
+    text = repr(value) if isinstance(value, (str, float)) else json.dumps(value)
+    return text if len(text) <= 40 else f"a {type(value).__name__} of {len(text)} characters"
+
+
+def _typed(name: str, value: Any, kinds: tuple[type, ...], what: str) -> Any:
+    """``value`` when it is exactly one of ``kinds`` (a bool is not a number here; floats must be finite)."""
+    ok = isinstance(value, kinds) and isinstance(value, bool) == (kinds == (bool,))
+    if not ok or (isinstance(value, float) and not math.isfinite(value)):
+        raise ValueError(f"{name} must be {what}, got {_describe(value)}.")
+    return value
+
+
+def _parse(params: str, method: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(method parameters, options) from the JSON text, strictly typed before any work: ValueError otherwise."""
+    if method not in METHODS:
+        raise ValueError(f"Unknown method {_describe(method)}; choose one of {', '.join(METHODS)}.")
+    if len(params or "") > MAX_PARAMS_TEXT:
+        raise ValueError(f"params is too long ({len(params):,} characters; at most {MAX_PARAMS_TEXT:,}).")
     try:
         data = json.loads(params or "{}")
-    except json.JSONDecodeError as err:
-        raise ValueError(f"params must be a JSON object, e.g. {{\"n_samples\": 500}} ({err.msg}).") from err
+    except (json.JSONDecodeError, RecursionError) as err:
+        raise ValueError("params must be a JSON object, e.g. {\"n_samples\": 500}.") from err
     if not isinstance(data, dict):
         raise ValueError("params must be a JSON object, e.g. {\"n_samples\": 500}.")
-    return data, {k: data.pop(k, default) for k, default in OPTIONS.items()}
+    options = {k: data.pop(k, default) for k, default in OPTIONS.items()}
+    known = {p.name: p for p in METHODS[method].params}
+    for name, value in data.items():
+        if name not in known:
+            raise ValueError(f"{method} has no parameter {_describe(name)}; it takes {', '.join(known) or 'none'}.")
+        kind = known[name].kind
+        _typed(name, value, _JSON_TYPES.get(kind, (str,)), {"int": "an integer", "float": "a number",
+                                                          "bool": "true or false"}.get(kind, "a string"))
+    if options["target"] is not None:
+        _typed("target", options["target"], (str, int), "a class name or index")
+    if options["layer"] is not None:
+        _typed("layer", options["layer"], (str,), "a layer name")
+    if options["colormap"] is not None:
+        _typed("colormap", options["colormap"], (str,), "a colour map name")
+    seed = _typed("seed", options["seed"], (int,), "a non-negative integer")
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be between 0 and 2^32 - 1, got {_describe(seed)}.")
+    opacity = _typed("opacity", options["opacity"], (int, float), "a number between 0 and 1")
+    if not 0 <= opacity <= 1:
+        raise ValueError(f"opacity must be between 0 and 1, got {_describe(opacity)}.")
+    _typed("quality", options["quality"], (bool,), "true or false")
+    cmap = options["colormap"]
+    if cmap is not None and cmap not in (*render.UNSIGNED_CMAPS, *render.SIGNED_CMAPS):
+        raise ValueError(f"colour map {_describe(cmap)} is not offered; choose one of "
+                         f"{', '.join((*render.UNSIGNED_CMAPS, *render.SIGNED_CMAPS))}.")
+    return data, options
 
 
 def register_api(janitor: UploadJanitor, zoo: ZooStatus, limits: Limits) -> None:
@@ -99,7 +148,7 @@ def register_api(janitor: UploadJanitor, zoo: ZooStatus, limits: Limits) -> None
         """
         if not image:
             raise ValueError("Send an image file.")
-        overrides, options = _parse(params)
+        overrides, options = _parse(params, method)
         session = analysis.open_session(load_image(janitor.take(image)), "api", _check_model(zoo, model),
                                        uploaded=True)
         panel = analysis.run_method(session, method, overrides, options["target"], options["layer"],
