@@ -36,7 +36,7 @@ def _line(row: dict) -> str:
     gate = "" if row["in_distribution"] is not False else f"  NOT LIKE A TRAINING X-RAY: {row['ood_reason']}"
     threshold = f" (threshold {row['threshold']:.3f})" if row["threshold"] is not None else ""
     return (f"{row['file']}: {row['label']}  P = {row['probability']:.3f}{threshold}  "
-            f"set {{{', '.join(row['prediction_set'])}}}{gate}")
+            f"set {{{', '.join(row['prediction_set'])}}} ({row['set_reading']}){gate}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -95,13 +95,26 @@ class Assessment:
     ood_score: float | None  # 1.0 = the gate's threshold
     ood_reason: str | None
     calibrated: bool
+    coverage: float | None = None  # the conformal level of ``prediction_set`` (1 - alpha)
+
+    @property
+    def set_reading(self) -> str:
+        """What the conformal set says in words (an empty set is possible and means: uncertain)."""
+        if self.coverage is None:
+            return "no conformal set for this model"
+        level = f"{self.coverage:.0%}"
+        if not self.prediction_set:
+            return f"empty: no class reaches the {level} level; treat the prediction as uncertain"
+        if len(self.prediction_set) > 1:
+            return f"{', '.join(self.prediction_set)}: the model cannot tell them apart at the {level} level"
+        return f"{self.prediction_set[0]} only, at the {level} level"
 
     def as_dict(self) -> dict:
         """JSON-able fields, as ``core.predict --json`` and the app's /assess endpoint return them."""
         return {"label": self.label, "probability": self.probability, "threshold": self.threshold,
                 "probabilities": self.probabilities, "prediction_set": list(self.prediction_set),
                 "in_distribution": self.in_distribution, "ood_score": self.ood_score, "ood_reason": self.ood_reason,
-                "calibrated": self.calibrated}
+                "calibrated": self.calibrated, "set_coverage": self.coverage, "set_reading": self.set_reading}
 
 
 @torch.no_grad()
@@ -135,7 +148,7 @@ def interpret(loaded: LoadedModel, logits: torch.Tensor, features: torch.Tensor,
         out.append(Assessment(
             dict(zip(names, map(float, p), strict=True)), positive if p[-1] >= trust.threshold else names[0],
             positive, float(p[-1]), trust.threshold, tuple(n for n, k in zip(names, keep, strict=True) if k),
-            reason is None, float(score), reason, True))
+            reason is None, float(score), reason, True, 1 - trust.alpha))
     return out
 
 

@@ -39,3 +39,15 @@ def test_only_broken_files_exit_non_zero(tmp_path, capsys):
     empty.write_bytes(b"")
     assert predict.main([str(empty)]) == 1
     assert "empty.dcm" in capsys.readouterr().err
+
+
+def test_set_readings_cover_empty_single_and_both():
+    from core.trust import Assessment
+
+    def with_set(classes):
+        return Assessment({"NORMAL": 0.5, "PNEUMONIA": 0.5}, "PNEUMONIA", "PNEUMONIA", 0.5, 0.3, classes, True, 0.2,
+                          None, True, 0.9)
+
+    assert with_set(()).set_reading.startswith("empty: no class reaches the 90% level")
+    assert with_set(("NORMAL",)).set_reading == "NORMAL only, at the 90% level"
+    assert "cannot tell them apart at the 90% level" in with_set(("NORMAL", "PNEUMONIA")).set_reading
