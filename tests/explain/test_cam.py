@@ -1,6 +1,7 @@
 """CAM family: a hand computation on a network with set weights, CAM = Grad-CAM up to scale on a GAP + linear
 net, any layer (including an in-place ReLU), batches, channels, and cross-checks with pytorch-grad-cam and Captum
-on the bundled model."""
+on the bundled model; HiResCAM, XGrad-CAM, Score-CAM and Eigen-CAM against a hand computation and against
+pytorch-grad-cam (min-max normalised maps at the layer's resolution) on CPU and CUDA."""
 
 import numpy as np
 import pytest
@@ -9,6 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.explain import explain
+from core.zoo import get_layer
+from tests.explain.devices import DEVICES, minmax, on, peer_scaled
 from tests.explain.nets import TinyFlatNet, TinyGapNet, image
 
 CAMS = ("cam", "grad_cam", "grad_cam_pp", "layer_cam")
@@ -159,3 +162,186 @@ def test_grad_cam_matches_captum_layer_grad_cam_on_the_bundled_model(bundled, xr
     np.testing.assert_allclose(ours.extras["layer_map"], coarse[0, 0].detach().numpy(), rtol=1e-4, atol=1e-6)
     up = LayerAttribution.interpolate(coarse, xray.shape[-2:], interpolate_mode="bilinear")
     assert pearson(ours.heatmap, up[0, 0].detach().numpy()) > 0.99
+
+
+# ------------------------------------------------------------------------------------------ HiResCAM, XGrad-CAM,
+# ------------------------------------------------------------------------------------------ Score-CAM, Eigen-CAM
+
+VARIANTS = ("hires_cam", "xgrad_cam", "score_cam", "eigen_cam")
+
+
+def _bilinear_aligned(a: np.ndarray, side: int) -> np.ndarray:
+    """Bilinear upsampling with aligned corners (torch's UpsamplingBilinear2d), by separable interpolation."""
+    pos = np.arange(side) * (a.shape[0] - 1) / (side - 1)
+    rows = np.stack([np.interp(pos, np.arange(a.shape[0]), a[:, j]) for j in range(a.shape[1])], axis=1)
+    return np.stack([np.interp(pos, np.arange(a.shape[1]), rows[i]) for i in range(side)])
+
+
+def hand_variants(x: np.ndarray, target: int) -> dict[str, np.ndarray]:
+    """HiResCAM, XGrad-CAM, Score-CAM and Eigen-CAM of HandNet at layer resolution, from the definitions."""
+    def conv(img: np.ndarray) -> np.ndarray:
+        return np.array([[[sum(HandNet.KERNELS[k, u, v] * img[i + u, j + v] for u in range(2) for v in range(2))
+                           for j in range(3)] for i in range(3)] for k in range(2)])
+
+    a = conv(x)
+    g = HandNet.HEAD[target].reshape(2, 3, 3)
+    hires = np.maximum((g * a).sum(0), 0)
+    xw = [(g[k] * a[k] / (a[k].sum() + 1e-7)).sum() for k in range(2)]
+    xgrad = np.maximum(sum(xw[k] * a[k] for k in range(2)), 0)
+    scores = []
+    for k in range(2):
+        m = _bilinear_aligned(a[k], 4)
+        m = (m - m.min()) / (m.max() - m.min() + 1e-8)
+        scores.append(HandNet.HEAD[target] @ conv(x * m).ravel())
+    alpha = np.exp(scores - np.max(scores)) / np.exp(scores - np.max(scores)).sum()
+    score = np.maximum(sum(alpha[k] * a[k] for k in range(2)), 0)
+    flat = a.reshape(2, -1).T
+    centred = flat - flat.mean(0)
+    projection = centred @ np.linalg.svd(centred)[2][0]
+    projection = -projection if abs(projection.min()) > abs(projection.max()) else projection
+    eigen = np.maximum(projection.reshape(3, 3), 0)
+    return {"hires_cam": hires, "xgrad_cam": xgrad, "score_cam": score, "eigen_cam": eigen}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("target", [0, 1])
+def test_cam_variants_equal_a_hand_computation_and_really_differ(device, target):
+    x_np = 2 * np.cos(0.9 * np.arange(16.0)).reshape(4, 4)
+    (net, x) = on(device, HandNet(), torch.tensor(x_np, dtype=torch.float32)[None, None])
+    expected = hand_variants(x_np, target)
+    maps = {}
+    for method, coarse in expected.items():
+        e = explain(net, x, method, target, layer="conv")[0]
+        assert coarse.max() > 0, method
+        np.testing.assert_allclose(e.extras["layer_map"], coarse, rtol=1e-4, atol=1e-5, err_msg=method)
+        up = F.interpolate(torch.tensor(coarse)[None, None], size=(4, 4), mode="bilinear", align_corners=False)
+        np.testing.assert_allclose(e.heatmap, up[0, 0].numpy(), rtol=1e-4, atol=1e-5, err_msg=method)
+        maps[method] = minmax(e.extras["layer_map"])
+    maps["grad_cam"] = minmax(explain(net, x, "grad_cam", target, layer="conv")[0].extras["layer_map"])
+    names = sorted(maps)
+    for i, a in enumerate(names):  # on this net (gradients that vary over space) no two variants coincide
+        for b in names[i + 1:]:
+            assert np.abs(maps[a] - maps[b]).max() > 0.05, (a, b)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_hires_cam_equals_grad_cam_when_the_layer_feeds_gap_and_a_linear_head(device):
+    """The gradient of GAP + linear is w_k / (h w) at every location, so sum_k g_k A_k = sum_k mean(g_k) A_k: the
+    maps are equal (CAM is Grad-CAM times h w, tested above); before the last ReLU they are not."""
+    net, x = on(device, TinyGapNet(3, seed=5), image(3, 16, n=2, seed=5))
+    for target in range(3):
+        hires = explain(net, x, "hires_cam", target, layer="features")
+        grad = explain(net, x, "grad_cam", target, layer="features")
+        for h, g in zip(hires, grad, strict=True):
+            np.testing.assert_allclose(h.heatmap, g.heatmap, rtol=1e-4, atol=1e-6)
+    early = [explain(net, x, m, 0, layer="features.1")[0].heatmap for m in ("hires_cam", "grad_cam")]
+    assert np.abs(minmax(early[0]) - minmax(early[1])).max() > 0.05
+
+
+def _peer_layer_maps(peer_cls: type, net: nn.Module, layer: nn.Module, x: torch.Tensor, targets: list[int],
+                     side: tuple[int, int], **kw: object) -> np.ndarray:
+    """pytorch-grad-cam's min-max normalised maps at the layer's resolution (its resize becomes the identity)."""
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    try:
+        with peer_cls(model=net, target_layers=[layer]) as ref:
+            for name, value in kw.items():
+                setattr(ref, name, value)
+            ref.get_target_width_height = lambda _t: (side[1], side[0])
+            return ref(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in targets])
+    finally:
+        net.zero_grad(set_to_none=True)  # pytorch-grad-cam leaves parameter gradients on the model
+
+
+PEERS = {"hires_cam": "HiResCAM", "xgrad_cam": "XGradCAM", "score_cam": "ScoreCAM", "eigen_cam": "EigenCAM"}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("method", VARIANTS)
+def test_cam_variants_match_pytorch_grad_cam_on_tiny_nets(method, device):
+    import pytorch_grad_cam
+
+    from tests.explain.nets import small_resnet
+
+    peer = getattr(pytorch_grad_cam, PEERS[method])
+    cases = [(TinyGapNet(1, seed=6), image(1, 16, n=2, seed=6), "features.1", 16),
+             (TinyGapNet(3, seed=7), image(3, 16, n=2, seed=7), "features", 16),
+             (small_resnet(seed=8), image(1, 64, n=2, seed=8), "layer3", 4)]
+    for net, x, layer, side in cases:
+        net, x = on(device, net, x)
+        ours = explain(net, x, method, [1, 0], layer=layer)
+        mine = np.stack([peer_scaled(e.extras["layer_map"]) for e in ours])
+        assert mine.shape[-1] == side and any(e.extras["layer_map"].max() > 0 for e in ours)
+        if method == "eigen_cam":  # the peer leaves the SVD's sign as LAPACK returns it: compare up to the sign
+            from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection_with_sign_correction
+
+            from core.hooks import capture
+            with capture(net, layer) as record, torch.no_grad():
+                net(x)
+            projection = get_2d_projection_with_sign_correction(record.activations.cpu().numpy())
+            np.testing.assert_allclose(mine, [peer_scaled(np.maximum(p, 0)) for p in projection], atol=1e-4)
+            theirs = _peer_layer_maps(peer, net, get_layer(net, layer), x, [1, 0], (side, side))
+            for t, p in zip(theirs, projection, strict=True):  # EigenCAM itself: the same map, or its other sign
+                assert any(np.allclose(t, peer_scaled(np.maximum(sign * p, 0)), atol=1e-4) for sign in (1, -1))
+            continue
+        theirs = _peer_layer_maps(peer, net, get_layer(net, layer), x, [1, 0], (side, side), batch_size=5)
+        np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-4, err_msg=f"{method} on {layer}")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_score_cam_batches_caps_and_progress(device):
+    from tests.explain.nets import small_resnet
+
+    net, x = on(device, small_resnet(seed=9), image(1, 64, n=3, seed=9))
+    full = explain(net, x, "score_cam", layer="layer3", max_channels=4096, batch=64)
+    for kw in ({"batch": 1}, {"batch": 7}, {"max_channels": 32}):  # 32 = all of layer3's channels
+        other = explain(net, x, "score_cam", layer="layer3", batch_size=2, **kw)
+        for a, b in zip(full, other, strict=True):
+            np.testing.assert_allclose(a.heatmap, b.heatmap, rtol=1e-4, atol=1e-6)
+    single = explain(net, x[2:], "score_cam", layer="layer3")[0]
+    np.testing.assert_allclose(single.heatmap, full[2].heatmap, rtol=1e-4, atol=1e-6)
+    from core.hooks import capture
+    with capture(net, "layer3") as record, torch.no_grad():
+        net(x)
+    live = (record.activations.abs().amax(dim=(2, 3)) > 0).sum(dim=1)
+    cap = int(live.max())
+    capped = explain(net, x, "score_cam", layer="layer3", max_channels=cap)
+    for a, b in zip(full, capped, strict=True):  # dropping only dead channels rescales the map, no more
+        np.testing.assert_allclose(minmax(a.heatmap), minmax(b.heatmap), rtol=1e-4, atol=1e-5)
+    one = explain(net, x, "score_cam", layer="layer3", max_channels=1)
+    assert all(e.heatmap.max() > 0 for e in one)
+    seen: list[float] = []
+    explain(net, x, "score_cam", layer="layer3", batch=5, progress=seen.append)
+    assert seen == sorted(seen) and seen[-1] == 1.0 and len(seen) > 3
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_eigen_cam_is_class_agnostic_and_needs_no_gradient(device):
+    net, x = on(device, TinyGapNet(seed=10), image(1, 16, n=2, seed=10))
+    for p in net.parameters():
+        p.requires_grad_(False)
+    maps = [explain(net, x, "eigen_cam", t, layer="features.2") for t in range(3)]
+    for t in (1, 2):
+        for a, b in zip(maps[0], maps[t], strict=True):
+            np.testing.assert_array_equal(a.heatmap, b.heatmap)
+            assert a.target != b.target
+
+
+@pytest.mark.data
+def test_cam_variants_match_pytorch_grad_cam_on_the_bundled_model(bundled, xray):
+    import pytorch_grad_cam
+
+    for method in VARIANTS:
+        ours = explain(bundled, xray, method)[0]
+        side = ours.extras["layer_map"].shape
+        theirs = _peer_layer_maps(getattr(pytorch_grad_cam, PEERS[method]), bundled.model, bundled.model.layer4,
+                                  xray, [ours.target], side, batch_size=64)[0]
+        mine = peer_scaled(ours.extras["layer_map"])
+        if method == "eigen_cam" and not np.allclose(mine, theirs, atol=1e-4):
+            from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
+
+            from core.hooks import capture
+            with capture(bundled.model, "layer4") as record, torch.no_grad():
+                bundled.model(xray)
+            theirs = peer_scaled(np.maximum(-get_2d_projection(record.activations.cpu().numpy())[0], 0))
+        np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-4, err_msg=method)
