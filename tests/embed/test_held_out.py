@@ -11,6 +11,7 @@ from core import embed as E
 from core.data import CLASS_NAMES, data_dir, patient_id
 from core.embed.held_out import held_out_files, held_out_mask
 from core.evaluate import evaluate
+from core.trust import trust_for
 from core.zoo import BUNDLED, get_spec, read_checkpoint_config
 
 
@@ -30,7 +31,11 @@ def test_the_recomputed_split_reproduces_the_recorded_validation_scores(tmp_path
         if keep:
             (tmp_path / path.parent.name / path.name).symlink_to(path)
     recorded = read_checkpoint_config(spec.weights_source)["validation"]
-    scored = evaluate(BUNDLED, tmp_path, progress=False)
+    # core.train recorded raw-softmax decisions at 0.5 (logit gap 0); after Platt scaling softmax(z / T + b) that
+    # gap sits at calibrated P = sigmoid(b), so this threshold reproduces the same decisions
+    trust = trust_for(spec)
+    scored = evaluate(BUNDLED, tmp_path, threshold=float(1 / (1 + np.exp(-trust.bias))) if trust else 0.5,
+                      progress=False)
     assert scored["confusion_matrix"] == recorded["confusion_matrix"]
     assert scored["roc_auc"] == pytest.approx(recorded["roc_auc"], abs=1e-4)
     assert {patient_id(p) for p in (tmp_path / "NORMAL").iterdir()} <= set(patients[held])
