@@ -289,29 +289,40 @@ def test_cam_variants_match_pytorch_grad_cam_on_tiny_nets(method, device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_score_cam_batches_caps_and_progress(device):
+def test_score_cam_batches_equal_single_rows(device):
     from tests.explain.nets import small_resnet
 
-    net, x = on(device, small_resnet(seed=9), image(1, 64, n=3, seed=9))
+    net, x = on(device, small_resnet(seed=9), image(1, 64, n=2, seed=9))
     full = explain(net, x, "score_cam", layer="layer3", max_channels=4096, batch=64)
     for kw in ({"batch": 1}, {"batch": 7}, {"max_channels": 32}):  # 32 = all of layer3's channels
         other = explain(net, x, "score_cam", layer="layer3", batch_size=2, **kw)
         for a, b in zip(full, other, strict=True):
             np.testing.assert_allclose(a.heatmap, b.heatmap, rtol=1e-4, atol=1e-6)
-    single = explain(net, x[2:], "score_cam", layer="layer3")[0]
-    np.testing.assert_allclose(single.heatmap, full[2].heatmap, rtol=1e-4, atol=1e-6)
-    from core.hooks import capture
-    with capture(net, "layer3") as record, torch.no_grad():
-        net(x)
-    live = (record.activations.abs().amax(dim=(2, 3)) > 0).sum(dim=1)
-    cap = int(live.max())
-    capped = explain(net, x, "score_cam", layer="layer3", max_channels=cap)
-    for a, b in zip(full, capped, strict=True):  # dropping only dead channels rescales the map, no more
-        np.testing.assert_allclose(minmax(a.heatmap), minmax(b.heatmap), rtol=1e-4, atol=1e-5)
+    single = explain(net, x[1:], "score_cam", layer="layer3")[0]
+    np.testing.assert_allclose(single.heatmap, full[1].heatmap, rtol=1e-4, atol=1e-6)
     one = explain(net, x, "score_cam", layer="layer3", max_channels=1)
     assert all(e.heatmap.max() > 0 for e in one)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_score_cam_channel_cap_keeps_the_strongest_channels(device):
+    net = TinyGapNet(seed=11)
+    with torch.no_grad():  # channels 0 and 3 of features.3 are dead (zero everywhere)
+        net.features[2].weight[[0, 3]] = 0.0
+        net.features[2].bias[[0, 3]] = -1.0
+    net, x = on(device, net, image(1, 16, n=2, seed=11))
+    with torch.no_grad():
+        acts = net.features(x).cpu()
+    full = explain(net, x, "score_cam", layer="features")
+    live = explain(net, x, "score_cam", layer="features", max_channels=4)
+    for a, b in zip(full, live, strict=True):  # dropping only dead channels rescales the map, no more
+        assert a.heatmap.max() > 0
+        np.testing.assert_allclose(minmax(a.heatmap), minmax(b.heatmap), rtol=1e-4, atol=1e-5)
+    strongest = acts.abs().mean(dim=(2, 3)).argmax(dim=1)
+    for i, e in enumerate(explain(net, x, "score_cam", layer="features", max_channels=1)):
+        np.testing.assert_allclose(e.extras["layer_map"], acts[i, strongest[i]].numpy(), rtol=1e-5, atol=1e-7)
     seen: list[float] = []
-    explain(net, x, "score_cam", layer="layer3", batch=5, progress=seen.append)
+    explain(net, x, "score_cam", layer="features", batch=3, progress=seen.append)
     assert seen == sorted(seen) and seen[-1] == 1.0 and len(seen) > 3
 
 
