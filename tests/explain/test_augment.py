@@ -78,3 +78,26 @@ def test_every_copy_explains_the_clean_target_and_seeds_reproduce():
         explain_augmented(net, x, "grad_cam", augmentations=0)
     with pytest.raises(ValueError, match="rotate"):
         explain_augmented(net, x, "grad_cam", rotate=90)
+
+
+def test_a_flat_map_stays_flat_up_to_the_borders(image_method):
+    """Pixels whose pre-image left the frame count with their partial weight only: a constant map stays exact."""
+    net, x = TinyGapNet(seed=7), torch.ones(1, 1, 24, 24)
+    e = explain_augmented(net, x, image_method, augmentations=6, shift=0.2, rotate=20.0, jitter=0.0)[0]
+    np.testing.assert_allclose(e.heatmap, 1.0, rtol=1e-6)
+
+
+def test_rotations_are_rigid_in_pixels_on_non_square_images():
+    h, w, degrees = 24, 40, 12.0
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64),
+                            indexing="ij")
+    sampled = _warp(torch.stack([xs, ys])[None], _theta(0.0, 0.0, degrees, h, w), "border")[0]
+    centre = torch.tensor([(w - 1) / 2, (h - 1) / 2], dtype=torch.float64).view(2, 1, 1)
+    before = torch.stack([xs, ys]) - centre
+    after = sampled - centre
+    inner = (slice(None), slice(6, 18), slice(10, 30))
+    torch.testing.assert_close(after.norm(dim=0)[inner[1:]], before.norm(dim=0)[inner[1:]], atol=1e-6, rtol=0)
+    angle = torch.atan2(after[1], after[0]) - torch.atan2(before[1], before[0])
+    angle = (torch.remainder(angle + torch.pi, 2 * torch.pi) - torch.pi)[inner[1:]]
+    far = before.norm(dim=0)[inner[1:]] > 4
+    assert torch.allclose(angle[far].abs(), torch.full_like(angle[far], np.radians(degrees)), atol=1e-6)
