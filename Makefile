@@ -5,7 +5,8 @@ PYTHON ?= python3
 export GRADIO_ANALYTICS_ENABLED := False
 export STREAMLIT_BROWSER_GATHER_USAGE_STATS := false
 
-.PHONY: run test install install-dev lint bench
+.PHONY: run test install install-dev lint bench model
+DATA ?= ../shared/data/chest_xray
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,3 +33,10 @@ test: install-dev
 bench: install-dev
 	$(PY) -m bench.explainers
 	$(PY) -m bench.embeddings
+	$(PY) -m bench.trust
+
+# Reproduce the bundled weights (34 min on 2 busy CPU cores), then fit their trust data on the new patients.
+model: install
+	$(PY) -m core.train --data $(DATA)/train --size 192 --width 32 --epochs 18 --augment strong --ema 0.99 \
+		--external $(DATA)/external --select external --threads 1 --out models/cxr-resnet18.safetensors
+	$(PY) -m core.calibrate --model models/cxr-resnet18.safetensors --train $(DATA)/train --data $(DATA)/external

@@ -1,5 +1,5 @@
 """Evaluate a model on a class folder:
-``python -m core.evaluate --model NAME --data DIR [--json] [--threshold T] [--plots DIR]``.
+``python -m core.evaluate --model NAME --data DIR [--json] [--threshold T] [--plots DIR] [--held-out]``.
 
 Positive class is PNEUMONIA. Reports accuracy, ROC AUC, sensitivity, specificity, precision, F1, the confusion
 matrix ([[TN, FP], [FN, TP]]) and n at the model's stored operating threshold (0.5 for models without one), with
@@ -18,7 +18,7 @@ import torch
 from sklearn.metrics import confusion_matrix, f1_score, precision_score, roc_auc_score
 from tqdm import tqdm
 
-from core.data import CLASS_NAMES, data_dir, index_folder
+from core.data import CLASS_NAMES, ImageFolderIndex, data_dir, held_out_paths, index_folder
 from core.io import load_image
 from core.trust import logits_and_features, trust_for
 from core.trust.calibration import brier_score, expected_calibration_error, scaled_probabilities
@@ -67,10 +67,10 @@ def bootstrap_intervals(y_true: np.ndarray, prob_positive: np.ndarray, threshold
     return {k: [float(lo[i]), float(hi[i])] for i, k in enumerate(("roc_auc", "sensitivity", "specificity"))}
 
 
-def folder_outputs(loaded: LoadedModel, folder: Path, batch_size: int = 64, desc: str = "Scoring",
+def folder_outputs(loaded: LoadedModel, folder: Path | ImageFolderIndex, batch_size: int = 64, desc: str = "Scoring",
                    progress: bool = True) -> tuple[np.ndarray, torch.Tensor, torch.Tensor, tuple[Path, ...]]:
-    """(labels, logits, pooled embedding features, paths) of every image in a NORMAL/PNEUMONIA folder."""
-    index = index_folder(folder, CLASS_NAMES)
+    """(labels, logits, pooled embedding features, paths) of every image in a NORMAL/PNEUMONIA folder (or index)."""
+    index = folder if isinstance(folder, ImageFolderIndex) else index_folder(folder, CLASS_NAMES)
     logits, features = [], []
     for start in tqdm(range(0, len(index), batch_size), desc=desc, disable=not progress, leave=False):
         paths = index.paths[start:start + batch_size]
@@ -81,14 +81,26 @@ def folder_outputs(loaded: LoadedModel, folder: Path, batch_size: int = 64, desc
     return index.labels, torch.cat(logits), torch.cat(features), index.paths
 
 
+def held_out_index(loaded: LoadedModel, folder: Path) -> ImageFolderIndex:
+    """The images of ``folder`` the model never trained on: its recorded patient-level validation fold."""
+    index = index_folder(folder, CLASS_NAMES)
+    split = loaded.spec.training_split
+    held = held_out_paths(index, split) if split is not None else None
+    if held is None:
+        raise SystemExit(f"{folder} is not the folder {loaded.spec.name} was trained on (or it records no split).")
+    return index.subset([i for i, p in enumerate(index.paths) if p in held])
+
+
 def evaluate(model_name: str, folder: Path, threshold: float | None = None, progress: bool = True,
-             plots: Path | None = None) -> dict:
-    """Metrics of a zoo model (or checkpoint path) on a NORMAL/PNEUMONIA folder (see the module docstring)."""
+             plots: Path | None = None, held_out: bool = False) -> dict:
+    """Metrics of a zoo model (or checkpoint path) on a NORMAL/PNEUMONIA folder (see the module docstring);
+    ``held_out``: only the model's validation fold of its training folder."""
     loaded = load_model(model_name)
     if tuple(loaded.spec.class_names) != CLASS_NAMES:
         raise SystemExit(f"{model_name} predicts {loaded.spec.class_names[:3]}..., not {CLASS_NAMES}; "
                          "evaluate needs a CXR model.")
-    labels, logits, _, _ = folder_outputs(loaded, folder, desc="Evaluating", progress=progress)
+    images = held_out_index(loaded, folder) if held_out else folder
+    labels, logits, _, _ = folder_outputs(loaded, images, desc="Evaluating", progress=progress)
     trust = trust_for(loaded.spec)
     prob = (scaled_probabilities(logits.numpy(), trust.temperature, trust.bias) if trust
             else scaled_probabilities(logits.numpy(), 1.0))[:, 1]
@@ -140,10 +152,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--threshold", type=float, help="decision threshold (default: the model's operating threshold)")
     p.add_argument("--plots", type=Path, help="folder for roc.png, precision_recall.png and reliability.png")
+    p.add_argument("--held-out", action="store_true",
+                   help="only the model's patient-level validation fold of --data (its training folder)")
     args = p.parse_args(argv)
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         p.error("--threshold must be between 0 and 1")
-    metrics = evaluate(args.model, args.data, args.threshold, progress=not args.json, plots=args.plots)
+    metrics = evaluate(args.model, args.data, args.threshold, progress=not args.json, plots=args.plots,
+                       held_out=args.held_out)
     if args.json:
         print(json.dumps(metrics))
         return

@@ -34,9 +34,12 @@ def test_the_recomputed_split_reproduces_the_recorded_validation_scores(tmp_path
     # core.train recorded raw-softmax decisions at 0.5 (logit gap 0); after Platt scaling softmax(z / T + b) that
     # gap sits at calibrated P = sigmoid(b), so this threshold reproduces the same decisions
     trust = trust_for(spec)
-    scored = evaluate(BUNDLED, tmp_path, threshold=float(1 / (1 + np.exp(-trust.bias))) if trust else 0.5,
-                      progress=False)
+    raw_half = float(1 / (1 + np.exp(-trust.bias))) if trust else 0.5
+    scored = evaluate(BUNDLED, tmp_path, threshold=raw_half, progress=False)
     assert scored["confusion_matrix"] == recorded["confusion_matrix"]
+    # core.evaluate --held-out finds the same images by itself
+    assert evaluate(BUNDLED, data_dir(), threshold=raw_half, progress=False, held_out=True)["confusion_matrix"] \
+        == recorded["confusion_matrix"]
     assert scored["roc_auc"] == pytest.approx(recorded["roc_auc"], abs=1e-4)
     assert {patient_id(p) for p in (tmp_path / "NORMAL").iterdir()} <= set(patients[held])
 
