@@ -1,6 +1,6 @@
 """DeepLIFT and GradientSHAP against Captum called directly with the same settings, DeepLIFT's summation to
-delta (also through ResNet blocks that reuse one ReLU, and functional ReLUs), and GradientSHAP's sampling
-(seeds, batches, images independent)."""
+delta (also through ResNet blocks that reuse one ReLU, functional ReLUs and overlapping max-pool windows, where
+Captum's own rule loses part of it), and GradientSHAP's sampling (seeds, batches, images independent)."""
 
 import numpy as np
 import pytest
@@ -17,7 +17,7 @@ from tests.helpers import hooks_left
 
 
 class Residual(nn.Module):
-    """conv -> ReLU -> conv (+ skip) -> ReLU -> max pool -> GAP -> linear; ``shared``: one ReLU module for both
+    """conv -> ReLU -> conv (+ skip) -> ReLU -> average pool -> GAP -> linear; ``shared``: one ReLU module for both
     calls (as torchvision's BasicBlock), ``functional``: F.relu calls, otherwise two ReLU modules."""
 
     def __init__(self, mode: str = "distinct", seed: int = 0) -> None:
@@ -27,7 +27,7 @@ class Residual(nn.Module):
         self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
         self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
         self.relu1, self.relu2 = nn.ReLU(inplace=True), nn.ReLU()
-        self.pool = nn.MaxPool2d(2)
+        self.pool = nn.AvgPool2d(2)
         self.fc = nn.Linear(4, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -94,8 +94,6 @@ def test_deeplift_through_a_reused_or_functional_relu_equals_captum_on_the_disti
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_deeplift_sums_to_delta_through_resnet_blocks(device):
-    """Exactly for flat baselines. With an image-like baseline (blur, noise) Captum's max-pool rule (unpooling
-    over the overlapping 3 x 3 windows of the ResNet stem) loses part of the delta; the result reports the gap."""
     net, x = on(device, small_resnet(seed=3), image(1, 64, n=2, seed=3))
     with torch.no_grad():
         logits = net(x).cpu()
@@ -104,9 +102,35 @@ def test_deeplift_sums_to_delta_through_resnet_blocks(device):
             gap = e.extras["score_input"] - e.extras["score_baseline"]
             assert abs(gap) > 1e-3 and e.extras["score_input"] == pytest.approx(float(logits[i, i]), abs=1e-5)
             assert e.extras["completeness_gap"] == pytest.approx(e.extras["attribution_sum"] - gap, abs=1e-6)
-            if kind in ("black", "zero", "mean"):
-                assert abs(e.extras["completeness_gap"]) < 2e-3 * max(1.0, abs(gap)), kind
+            assert abs(e.extras["completeness_gap"]) < 1e-4 * max(1.0, abs(gap)), kind
     assert hooks_left(net) == []
+
+
+class OverlappingPool(nn.Module):
+    """conv -> ReLU -> max pool 3 x 3 / 2 (overlapping windows, as the ResNet stem) -> conv -> GAP -> linear."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2, 1),
+                                 nn.Conv2d(4, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                 nn.Linear(4, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_overlapping_max_pool_windows_keep_the_delta(device):
+    """Captum's max-pool rule unpools with overwrites, losing the share of every input that wins two windows;
+    ours adds them up (and equals Captum where no input wins twice: the tests above)."""
+    net, x = on(device, OverlappingPool(seed=8), image(1, 32, n=2, seed=8))
+    base = baseline(Context(net, x.device, "", 0, 8, {}), x, "uniform")
+    _theirs, delta = captum_deeplift(net, x, base, [0, 1])
+    for i, e in enumerate(explain(net, x, "deeplift", [0, 1], baseline="uniform")):
+        gap = e.extras["score_input"] - e.extras["score_baseline"]
+        assert abs(delta[i]) > 0.1 * abs(gap)  # Captum's own convergence delta: a large share of the gap
+        assert abs(e.extras["completeness_gap"]) < 1e-5 * max(1.0, abs(gap))
 
 
 def test_deeplift_on_a_torchvision_model_matches_captum():
@@ -182,9 +206,10 @@ def test_gradient_shap_seeds_batches_and_its_expectation(device):
 
 @pytest.mark.data
 def test_deeplift_and_gradient_shap_on_the_bundled_model(bundled, xray):
-    e = explain(bundled, xray, "deeplift")[0]
-    gap = e.extras["score_input"] - e.extras["score_baseline"]
-    assert abs(e.extras["completeness_gap"]) < 1e-3 * max(1.0, abs(gap))
+    for kind in ("black", "blur", "uniform"):
+        e = explain(bundled, xray, "deeplift", baseline=kind)[0]
+        gap = e.extras["score_input"] - e.extras["score_baseline"]
+        assert abs(e.extras["completeness_gap"]) < 1e-4 * max(1.0, abs(gap)), kind
     shap = explain(bundled, xray, "gradient_shap", n_samples=4, stdevs=0.1)[0]
     assert np.isfinite(shap.heatmap).all() and np.abs(shap.heatmap).max() > 0
     assert hooks_left(bundled.model) == []
