@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 from core.data import CLASS_NAMES, data_dir, index_folder
 from core.io import load_image
 from core.lessons.conv import sample_image
-from core.zoo import preprocess
+from core.zoo import get_spec, preprocess
 from tests.conftest import wait_for_plots
 from tests.helpers import chart, first_run, heatmap, plotly_array, run
 
@@ -83,8 +83,9 @@ def test_feature_maps_knobs_change_the_outputs(fm):
     at.selectbox(key="fm_layer_cxr-resnet18").set_value("layer3")
     run(at)
     grid = heatmap(at, "fm_grid_layer3")
-    assert grid.shape != before_grid.shape  # 128 maps of 10 x 10 instead of 32 of 40 x 40
-    assert heatmap(at, "fm_raw").shape == (10, 10)
+    side = get_spec("cxr-resnet18").preprocessing.size // 16  # layer3 has stride 16
+    assert grid.shape != before_grid.shape  # 128 maps of side x side instead of 32 of 4 side x 4 side
+    assert heatmap(at, "fm_raw").shape == (side, side)
     at.selectbox(key="fm_sort").set_value("channel number")
     run(at)
     order = plotly_array(chart(at, "fm_grid_layer3")["data"][1]["customdata"]).reshape(-1, 3)[:, 1]
@@ -132,11 +133,12 @@ def test_activation_max_defaults_report_honest_scores(am, bundled):
     at = am
     assert not at.error, [e.value for e in at.error]
     image = heatmap(at, "am_final")
-    assert image.shape == (160, 160) and image.min() >= 0 and image.max() <= 1
+    size = bundled.spec.preprocessing.size
+    assert image.shape == (size, size) and image.min() >= 0 and image.max() <= 1
     with torch.no_grad():  # independent forward pass on the image the page shows
         logits = bundled.model(preprocess(image.astype(np.float32), bundled.spec.preprocessing, bundled.device))[0]
         gen = torch.Generator().manual_seed(0)  # the documented start: mid-grey + 0.1 x seeded Gaussian noise
-        noise = (0.5 + 0.1 * torch.randn((1, 1, 160, 160), generator=gen)).clamp(0, 1)[0, 0].numpy()
+        noise = (0.5 + 0.1 * torch.randn((1, 1, size, size), generator=gen)).clamp(0, 1)[0, 0].numpy()
         start = bundled.model(preprocess(noise, bundled.spec.preprocessing, bundled.device))[0]
     pneumonia = CLASS_NAMES.index("PNEUMONIA")
     assert metric(at, "Final logit") == pytest.approx(float(logits[pneumonia]), abs=2e-3)
