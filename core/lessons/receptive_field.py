@@ -459,7 +459,7 @@ def unit_field(analysis: Analysis, node: str, unit: tuple[int, int]) -> UnitFiel
 # ---------------------------------------------------------------- real architectures
 
 ARCHITECTURES: dict[str, str] = {
-    BUNDLED: "the bundled chest X-ray ResNet-18 (width 32, 1 channel, 160 px)",
+    BUNDLED: "the bundled chest X-ray ResNet-18 (width 32, 1 channel)",
     "resnet18": "torchvision ResNet-18 (He et al. 2016)",
     "vgg16": "torchvision VGG-16 (Simonyan & Zisserman 2015)",
     "alexnet": "torchvision AlexNet (Krizhevsky et al. 2012, one-GPU variant)",

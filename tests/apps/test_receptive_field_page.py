@@ -16,6 +16,8 @@ from core.lessons.conv import sample_image
 from core.zoo import get_spec, load_model, preprocess
 from tests.helpers import chart, first_run, plotly_array, run
 
+SIZE = get_spec(rf.BUNDLED).preprocessing.size  # the bundled model's input side, the page's default
+
 
 def fresh() -> AppTest:
     return first_run("receptive_field", timeout=300)
@@ -54,9 +56,10 @@ def test_defaults_show_the_bundled_model(page):
     shown = metrics(page)
     # ResNet-18 topology by hand: 7 + 2*2 (pool) + 4 convs*2*4 + (2*4 + 3*2*8) + (2*8 + 3*2*16) + (2*16 + 3*2*32)
     assert shown["Receptive field"] == f"{7 + 4 + 32 + 56 + 112 + 224} px" == "435 px"
-    assert shown["Jump (effective stride)"] == "32 px" and shown["Output grid"] == "5 × 5"
-    # centre unit (2, 2) of a 160 px input: field -153..281, of which 0..159 is image
-    assert shown["Field in the padding"] == f"{1 - 160 ** 2 / 435 ** 2:.0%}"
+    grid = SIZE // 32
+    assert shown["Jump (effective stride)"] == "32 px" and shown["Output grid"] == f"{grid} × {grid}"
+    # a central unit's 435 px field (e.g. unit (2, 2): -153..281) holds the whole SIZE px image
+    assert shown["Field in the padding"] == f"{1 - SIZE ** 2 / 435 ** 2:.0%}"
     table = page.dataframe[0].value
     assert table["node"].iloc[-1] == "layer4.1.add" and table["RF size"].iloc[-1] == 435
     assert (table["shortest path RF"] <= table["RF size"]).all()
@@ -171,9 +174,10 @@ def test_erf_of_random_and_trained_weights(page):
     assert (table["mass inside the field"] == "100.0000%").all()
     heat = erf_maps(at)
     assert len(heat) == 2
-    box = rf.unit_field(rf.analyse_module(rf.build_architecture(rf.BUNDLED), 160), "layer4.1.add", (2, 2))
+    centre = SIZE // 32 // 2  # the page's default unit: the middle of the grid
+    box = rf.unit_field(rf.analyse_module(rf.build_architecture(rf.BUNDLED), SIZE), "layer4.1.add", (centre, centre))
     for erf, radius in zip(heat, table.iloc[:, 1], strict=True):
-        assert erf.shape == (160, 160) and erf.sum() == pytest.approx(1.0)
+        assert erf.shape == (SIZE, SIZE) and erf.sum() == pytest.approx(1.0)
         assert radius == round(rf.mass_radius(erf, box.centre, 0.9), 1)
     at.slider(key="rf_erf_fraction").set_value(0.5)
     run(at)
@@ -241,10 +245,11 @@ def test_page_in_chromium_and_click_to_pick_a_unit(browser, streamlit_url, artif
         page.get_by_role("tab", name="Unit on the image").click()
         dots = page.locator(".js-plotly-plot .scatterlayer .trace").first.locator("path.point")
         dots.first.wait_for(timeout=120_000)
-        assert dots.count() == 25  # 5 x 5 units of layer4.1.add at 160 px
+        assert dots.count() == (SIZE // 32) ** 2  # one dot per unit of layer4.1.add
         values = ("() => [...document.querySelectorAll('input[type=number][aria-label^=\"Unit \"]')]"
                   ".map(e => e.value)")
-        assert page.evaluate(values) == ["2", "2"]  # unit row and column: the centre unit before the click
+        middle = str(SIZE // 32 // 2)
+        assert page.evaluate(values) == [middle, middle]  # unit row and column: the centre unit before the click
         dots.first.click(force=True)  # the top-left dot: unit (0, 0)
         page.wait_for_function(f"() => ({values})().join() === '0,0'", timeout=60_000)
         page.wait_for_timeout(1500)
