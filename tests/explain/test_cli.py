@@ -13,7 +13,7 @@ from core.explain import explain
 from core.explain.__main__ import COLUMNS, main
 from core.explain.quality import deletion
 from core.io import load_image
-from core.zoo import preprocess
+from core.zoo import get_spec, preprocess
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,8 @@ def test_cli_writes_overlays_raw_maps_and_a_csv(xray_files, tmp_path, bundled):
     for row in (r for r in rows if not r["error"]):
         stem = row["file"].rsplit("/", 1)[1].rsplit(".", 1)[0]
         heat = np.load(out / f"{stem}.npy")
-        assert heat.shape == (160, 160)
+        side = get_spec("cxr-resnet18").preprocessing.size
+        assert heat.shape == (side, side)  # maps at the model's input size
         picture = np.asarray(Image.open(out / f"{stem}.png"))
         image = load_image(row["file"]).array
         assert picture.shape[0] == image.shape[0] and picture.shape[1] > image.shape[1]
