@@ -34,6 +34,8 @@ _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_back
 class _Pool:
     stamp: tuple
     idle: list[nn.Module] = field(default_factory=list)
+    template: nn.Module | None = None  # the first prepared copy, never handed out: later copies are its deep copies
+    preparing: threading.Lock = field(default_factory=threading.Lock)
 
 
 def stamp(model: nn.Module) -> tuple:
@@ -44,15 +46,28 @@ def stamp(model: nn.Module) -> tuple:
     return tensors, tuple(m.training for m in model.modules())
 
 
-def detached_copy(model: nn.Module) -> nn.Module:
-    """A deep copy with no parameter gradients (none held, none computed) and without the per-thread hooks of
-    ``core.hooks`` that another thread's call may have on the model while it is copied."""
-    clone = copy.deepcopy(model)
+def detached_copy(model: nn.Module, attempts: int = 5) -> nn.Module:
+    """A deep copy with no parameter gradients (none held, none computed) and no hooks at all.
+
+    Every hook on a model shared by the app is a transient one of some request (``core.hooks`` captures, guided
+    backprop's backward hooks): copied along, it would fire on the copy and call into the original, which breaks
+    torch.fx tracing ("module is not installed as a submodule") and leaks another request's state. Another thread
+    may add or remove such a hook while the copy is made ("dictionary changed size during iteration"): retried.
+    """
+    for attempt in range(attempts):
+        try:
+            clone = copy.deepcopy(model)
+            break
+        except RuntimeError:
+            if attempt == attempts - 1:
+                raise
     for module in clone.modules():
         for name in _HOOK_DICTS:
             hooks = getattr(module, name, None)
-            for key in [k for k, fn in (hooks or {}).items() if getattr(fn, "__module__", "") == "core.hooks"]:
-                del hooks[key]
+            if hooks:
+                hooks.clear()
+        if getattr(module, "_is_full_backward_hook", None) is not None:
+            module._is_full_backward_hook = None
     for p in clone.parameters():
         p.grad = None
         p.requires_grad_(False)
@@ -74,8 +89,13 @@ def replica(model: nn.Module, kind: str, prepare: Prepare | None = None) -> Iter
             pool = pools[kind] = _Pool(now)
         clone = pool.idle.pop() if pool.idle else None
     if clone is None:
-        clone = detached_copy(model)
-        clone = prepare(clone) if prepare is not None else clone
+        # Prepared once per model state: torch.fx tracing patches nn.Module.__call__ process-wide while it runs,
+        # so it must not run again and again beside other requests' forward passes (it fails, or hijacks them).
+        with pool.preparing:
+            if pool.template is None:
+                template = detached_copy(model)
+                pool.template = prepare(template) if prepare is not None else template
+            clone = copy.deepcopy(pool.template)
     yield clone  # not in a try: after an exception the copy is simply not returned to the pool
     with _LOCK:
         if _POOLS.get(model, {}).get(kind) is pool and len(pool.idle) < MAX_IDLE:
