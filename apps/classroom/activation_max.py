@@ -76,19 +76,24 @@ spec = loaded.spec
 side.caption(f"Runs on **{loaded.device.type.upper()}**.")
 
 # ------------------------------------------------------------------------------------ target and settings
+# The target kind sits outside the form so that choosing it takes effect at once: the class selector is disabled
+# while a channel is maximised (the layer and channel stay editable, so both can be set before switching).
+kind = st.radio("Maximise", ["class", "channel"], key="am_kind", horizontal=True,
+                format_func=lambda k: "a class score" if k == "class" else "a channel")
 with st.form("am_form", border=True):
-    c_kind, c_class, c_layer, c_channel = st.columns([1.2, 1.5, 1.5, 1])
-    kind = c_kind.radio("Maximise", ["class", "channel"], key="am_kind",
-                        format_func=lambda k: "a class score" if k == "class" else "a channel")
+    c_class, c_layer, c_channel = st.columns([1.5, 1.5, 1])
     index_class = c_class.selectbox("Class", range(len(spec.class_names)), key=f"am_class_{model_name}",
                                     index=len(spec.class_names) - 1, format_func=lambda i: spec.class_names[i],
-                                    help="Used when maximising a class score (its logit).")
+                                    disabled=kind != "class",
+                                    help="The class whose score (logit) is maximised; not used for a channel.")
     layers = _layers(model_name, loaded)
     layer_choice = c_layer.selectbox("Layer", layers, key=f"am_layer_{model_name}",
                                      index=layers.index("layer3") if "layer3" in layers else 0,
-                                     help="Used when maximising a channel (its mean activation).")
+                                     help="The layer whose channel's mean activation is maximised; not used for a "
+                                          "class score.")
     channel = int(c_channel.number_input("Channel", 0, 4095, 0, key="am_channel",
-                                         help="Channel number within the layer (see the feature-maps page)."))
+                                         help="Channel number within the layer (see the feature-maps page); not used "
+                                              "for a class score."))
     st.markdown("**Optimisation and image priors**")
     c1, c2, c3, c4 = st.columns(4)
     steps = c1.slider("Steps", 8, 400, DEFAULTS.steps, 8, key="am_steps")
@@ -142,9 +147,9 @@ with left:
 with right:
     history = pd.DataFrame({"step": np.arange(1, len(result.history) + 1), score_name: result.history})
     fig = px.line(history, x="step", y=score_name)
-    fig.update_layout(height=260, margin={"l": 0, "r": 0, "t": 30, "b": 0},
-                      title={"text": f"{score_name} during the ascent (on each step's jittered image)",
-                             "font_size": 13})
+    fig.update_layout(height=260, margin={"l": 0, "r": 0, "t": 10, "b": 0})
+    # the title as text above the chart, which wraps: inside the chart it ran past its width ("…jittered imag")
+    st.markdown(f"**{score_name.capitalize()} during the ascent** (on each step's jittered image)")
     st.plotly_chart(fig, key="am_history", config={"displayModeBar": False})
     probs = predict(loaded, preprocess(result.image, spec.preprocessing, loaded.device))[0].cpu().numpy()
     top = np.argsort(-probs)[:5]

@@ -158,29 +158,38 @@ def _index(embedding_key: str, metric: str, _vectors: np.ndarray) -> E.neighbour
     return E.neighbour_index(_vectors, metric)
 
 
-def thumbs(images: E.ImageSet, table: pd.DataFrame, rows: list[int], per_row: int = 3,
+# Image captions on this page: 12 px, so that a file name (up to 30 characters, 173 px) fits its thumbnail's width on
+# its own line in the grids below at 1440 px instead of wrapping inside the name ("IM-0631-0001-" / "0002.jpeg").
+CAPTION_CSS = "<style>[data-testid='stImageCaption'] p { font-size: 12px; line-height: 1.35; }</style>"
+
+
+def thumbs(images: E.ImageSet, table: pd.DataFrame, rows: list[int], per_row: int = 2,
            extras: list[str] | None = None) -> None:
-    """A grid of thumbnails of table rows, captioned (unreadable files show their error instead)."""
+    """A grid of thumbnails of table rows, captioned with the file name on its own line (unreadable files show
+    their error instead). ``per_row`` keeps a thumbnail as wide as a file name."""
     extras = extras or [""] * len(rows)
     for start in range(0, len(rows), per_row):
         cols = st.columns(per_row)
         for col, row, extra in zip(cols, rows[start:start + per_row], extras[start:start + per_row], strict=False):
             try:
                 picture = E.thumbnail(images.image(int(table["position"].iloc[row])), THUMB)
-                col.image(picture, caption=caption(table, row, extra), width="stretch")
+                col.image(picture, caption=caption(table, row, extra, lines=True), width="stretch")
             except ImageError as err:
                 col.caption(f"{caption(table, row, extra)}: {err}")
 
 
-def caption(table: pd.DataFrame, row: int, extra: str = "") -> str:
-    """Short caption of one point: file, true class, prediction with confidence."""
+def caption(table: pd.DataFrame, row: int, extra: str = "", lines: bool = False) -> str:
+    """Short caption of one point: file, true class, prediction with confidence. ``lines``: the file name alone on
+    the first line (a Markdown line break), so it is never split between the facts."""
     r = table.iloc[row]
     mark = "" if pd.isna(r["correct"]) else (" ✓" if r["correct"] else " ✗")
     name = r["item"].rsplit("/", 1)[-1]
-    return f"{name} · true {r['label']} · pred {r['predicted']} {r['confidence']:.2f}{mark}{extra}"
+    facts = f"true {r['label']} · pred {r['predicted']} {r['confidence']:.2f}{mark}{extra}"
+    return f"{name}  \n{facts}" if lines else f"{name} · {facts}"
 
 
 # ------------------------------------------------------------------------------------ data
+st.html(CAPTION_CSS)
 side = st.sidebar
 side.header("Data")
 roots = data_roots()
@@ -375,7 +384,7 @@ with inspect_tab:
     pos = int(table["position"].iloc[row])
     array = subset.image(pos)
     cols = st.columns([1, 1, 3], gap="medium")
-    cols[0].image(E.thumbnail(array, THUMB), caption=caption(table, row), width="stretch")
+    cols[0].image(E.thumbnail(array, THUMB), caption=caption(table, row, lines=True), width="stretch")
     if "grad_cam" in METHODS:
         exp = explain(loaded, preprocess(array, loaded.spec.preprocessing), "grad_cam")[0]
         cols[1].image(E.thumbnail(overlay(array, exp.heatmap) / 255.0, THUMB), width="stretch",
@@ -385,7 +394,7 @@ with inspect_tab:
         dist, found = E.nearest(index, emb.vectors[row], kk + 1)
         st.markdown(f"**Nearest neighbours** ({metric} distance in the {emb.vectors.shape[1]}-D embedding); "
                     f"{np.mean(labels[found[1:]] == labels[row]):.0%} share its label")
-        thumbs(subset, table, found[1:].tolist(), per_row=4, extras=[f" · d {d:.3f}" for d in dist[1:]])
+        thumbs(subset, table, found[1:].tolist(), per_row=3, extras=[f" · d {d:.3f}" for d in dist[1:]])
 
 with similar_tab:
     query = st.file_uploader("An image to search for (PNG, JPEG, TIFF, BMP or DICOM)",
@@ -401,7 +410,7 @@ with similar_tab:
             top = int(np.argmax(probs))
             st.image(E.thumbnail(q.array, 224), width=224,
                      caption=f"query · model says {loaded.spec.class_names[top]} ({probs[top]:.2f})")
-            thumbs(subset, table, found.tolist(), per_row=6, extras=[f" · d {d:.3f}" for d in dist])
+            thumbs(subset, table, found.tolist(), per_row=5, extras=[f" · d {d:.3f}" for d in dist])
 
 with compare_tab:
     if compare_name == "(none)":

@@ -85,6 +85,10 @@ def _erf(net: Network, trained: bool, node: str, unit: tuple[int, int], size: in
 # ------------------------------------------------------------------------------------------ figures
 
 FIELD = "#d62728"
+# one clearly different hue per series (Streamlit's theme gave two reds and two blues): red stays for the field
+SERIES = {"receptive field (px)": "#1f4e99", "shortest path's field (px)": "#2a9d3a", "jump (px)": "#e68a00",
+          "output size (units)": "#8c564b"}
+LINES = ("#1f4e99", "#e68a00", "#2a9d3a")  # the lines of the profile and growth charts, in order
 ERF_SCALE = [[0.0, "rgba(255,120,0,0)"], [0.3, "rgba(255,120,0,0.6)"], [1.0, "rgba(255,255,0,0.9)"]]
 
 
@@ -147,6 +151,7 @@ def layers_figure(analysis: rf.Analysis, selected: str) -> go.Figure:
     mode = "markers" if analysis.merges else "lines+markers"  # branches interleave in the table: no lines
     for label, ys in series.items():
         fig.add_trace(go.Scatter(x=x, y=ys, name=label, mode=mode, customdata=names,
+                                 marker={"color": SERIES[label], "size": 7}, line={"color": SERIES[label]},
                                  hovertemplate="%{customdata}: %{y}<extra>" + label + "</extra>"))
     fig.add_trace(go.Scatter(x=[x[0], x[-1]], y=[analysis.input_size[0]] * 2, name="input size (px)", mode="lines",
                              line={"color": "grey", "dash": "dot"}, hoverinfo="skip"))
@@ -180,8 +185,8 @@ def erf_figure(display: np.ndarray, maps: dict[str, np.ndarray], u: rf.UnitField
 def profile_figure(maps: dict[str, np.ndarray], u: rf.UnitField) -> go.Figure:
     """1-D view: the ERF summed over rows (mass per column), against the theoretical field's edges."""
     fig = go.Figure()
-    for label, erf in maps.items():
-        fig.add_trace(go.Scatter(y=erf.sum(axis=0), mode="lines", name=label))
+    for (label, erf), colour in zip(maps.items(), LINES, strict=False):
+        fig.add_trace(go.Scatter(y=erf.sum(axis=0), mode="lines", name=label, line={"color": colour}))
     for edge in u.cols:
         fig.add_vline(x=edge, line={"color": FIELD, "dash": "dash"})
     fig.update_layout(height=260, margin={"l": 10, "r": 10, "t": 30, "b": 10}, xaxis_title="input column",
@@ -215,12 +220,21 @@ def growth_figure(depth: int, kernel: int, rate: int) -> go.Figure:
     """Field size against depth for the three dilation schedules."""
     growth = rf.growth_table(depth, kernel, rate)
     names = {"none": "no dilation", "constant": f"dilation {rate} throughout", "exponential": f"dilation {rate}^l"}
-    fig = go.Figure([go.Scatter(x=list(range(1, depth + 1)), y=ys, name=names[k], mode="lines+markers")
-                     for k, ys in growth.items()])
+    fig = go.Figure([go.Scatter(x=list(range(1, depth + 1)), y=ys, name=names[k], mode="lines+markers",
+                                line={"color": colour}, marker={"color": colour})
+                     for (k, ys), colour in zip(growth.items(), LINES, strict=False)])
     fig.update_layout(height=300, margin={"l": 10, "r": 10, "t": 30, "b": 10}, xaxis_title="layers",
                       yaxis_title="receptive field (px)", title="Receptive field vs depth, stride 1",
                       legend={"orientation": "h", "y": -0.3})
     return fig
+
+
+def _short_note(row: rf.Row) -> str:
+    """The table's note in a few words: how many paths disagree and whether they are misaligned."""
+    note = row.note() if row.layer is None else ""
+    if not note:
+        return ""
+    return f"{row.n_paths:,} paths disagree" + ("; misaligned" if "misaligned" in note else "")
 
 
 # ------------------------------------------------------------------------------------------ controls
@@ -289,7 +303,7 @@ except (ValueError, ModelUnavailable) as err:
 # ------------------------------------------------------------------------------------------ the unit
 
 names = [r.name for r in analysis.rows]
-pick_l, pick_r, pick_c = st.columns([3, 1, 1])
+pick_l, pick_r, pick_c = st.columns([2.4, 1, 1])  # room for "Unit column (0…15)" on one line
 node = pick_l.selectbox("Layer (node) whose unit we look at", names, index=len(names) - 1, key=f"rf_node_{net_key}")
 row = analysis.row(node)
 unit_key = f"rf_unit_{net_key}_{size}_{node}"
@@ -303,7 +317,7 @@ u = rf.unit_field(analysis, node, unit)
 prep = _prep(net, size)
 display = denormalise(preprocess(image, prep), prep)
 
-m1, m2, m3, m4 = st.columns(4)
+m1, m2, m3, m4 = st.columns([1, 1.3, 0.8, 1.2])  # the longer labels get the room to show whole
 m1.metric("Receptive field", f"{row.field.size} px", help="Union over all paths from the input to this node.")
 m2.metric("Jump (effective stride)", f"{row.field.jump} px", help="Input pixels between neighbouring units.")
 m3.metric("Output grid", f"{row.height} × {row.width}")
@@ -316,8 +330,20 @@ tabs = st.tabs(tab_names, key="rf_tab", on_change="rerun")
 with tabs[0]:
     if tabs[0].open:
         table = pd.DataFrame(analysis.table())
+        # the note column holds a few words that fit its cell; the whole sentence is in the skip-connections table
+        table["note"] = [_short_note(r) for r in analysis.rows]
+        short = {"effective padding": ("eff. padding", "Effective padding: input pixels the field of unit 0 "
+                                                       "reaches beyond the top-left edge."),
+                 "centre of unit 0": ("centre 0", "Centre of unit 0's field, in input pixels."),
+                 "shortest path RF": ("shortest RF", "Receptive field of the shortest path (fewest convolutions) "
+                                                     "from the input.")}
         st.dataframe(table.drop(columns=["out size"]), hide_index=True, height=300,
-                     column_config={"paths": st.column_config.NumberColumn(format="localized")})
+                     column_config={"#": st.column_config.NumberColumn("#", pinned=True),
+                                    "node": st.column_config.TextColumn("node", pinned=True),
+                                    "paths": st.column_config.NumberColumn(format="localized"),
+                                    "note": st.column_config.TextColumn("note", width=170),
+                                    **{c: st.column_config.Column(label, help=text)
+                                       for c, (label, text) in short.items()}})
         st.plotly_chart(layers_figure(analysis, node), key="rf_layers_chart")
         for note in analysis.notes:
             st.caption(note)
@@ -328,10 +354,10 @@ with tabs[0]:
                     "what every path sees. Paths through shortcuts skip convolutions, so their fields are smaller; "
                     "the table's *shortest path RF* column shows the smallest. If paths were centred on different "
                     "pixels the network would be misaligned (Araujo et al.); the note says so when it happens.")
-                merges = pd.DataFrame([{"node": r.name, "operation": r.op, "paths": r.n_paths, "note": r.note()}
-                                       for r in analysis.merges])
-                st.dataframe(merges, hide_index=True,
-                             column_config={"paths": st.column_config.NumberColumn(format="localized")})
+                # a static table: its note sentences wrap instead of being cut at the cell's edge
+                merges = pd.DataFrame([{"node": r.name, "operation": r.op, "paths": f"{r.n_paths:,}",
+                                        "note": r.note()} for r in analysis.merges])
+                st.table(merges, hide_index=True)
 
 with tabs[1]:
     if tabs[1].open:

@@ -26,6 +26,7 @@ from core.data import ATTRIBUTION
 from core.zoo import DISCLAIMER
 
 KEEP_SECONDS = 600
+ATTRIBUTION_WIDTH = 120  # characters per line of the attribution at 6.5 pt: well inside the A4 width
 _FOLDER = Path(get_upload_folder()) / "cnnlens-reports"  # inside Gradio's temp area
 
 
@@ -86,8 +87,10 @@ def build_figure(session: Session, style: views.Style) -> Figure:
 
     fig.text(0.04, 0.475, "\n".join(_lines(session, loaded.spec.description)), va="top", ha="left", fontsize=6.8,
              linespacing=1.35)
-    fig.text(0.5, 0.035, DISCLAIMER, ha="center", fontsize=9, color="#9a3412", fontweight="bold")
-    fig.text(0.5, 0.02, ATTRIBUTION, ha="center", fontsize=6.5, color="#444444")
+    fig.text(0.5, 0.045, DISCLAIMER, ha="center", fontsize=9, color="#9a3412", fontweight="bold")
+    # wrapped: on one line the 190-character attribution is wider than the page and loses both ends
+    fig.text(0.5, 0.038, "\n".join(textwrap.wrap(ATTRIBUTION, ATTRIBUTION_WIDTH)), ha="center", va="top",
+             fontsize=6.5, color="#444444", linespacing=1.3)
     fig.text(0.97, 0.006, dt.datetime.now().strftime("Generated %Y-%m-%d %H:%M"), ha="right", fontsize=6,
              color="#666666")
     return fig

@@ -6,12 +6,18 @@ sizes and words.
 
 from __future__ import annotations
 
+import functools
 import html
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import matplotlib
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties, findfont
 from PIL import Image, ImageDraw, ImageFont
 
 from apps.xray.session import Panel, Session
@@ -28,6 +34,8 @@ from core.zoo import DISCLAIMER, ModelSpec
 DISPLAY_SIDE = 320  # overlays are drawn on the X-ray at this size: sharp on screen, cheap to encode
 SEEN_SIDE = 224  # the model's input is shown at this size, whatever its resolution (its label gives the real one)
 SHORT_DISCLAIMER = "For education and research only. Not for diagnosis."
+STRIP_HEIGHT = 16  # the disclaimer strip under every map (pixels)
+BAR_WIDTH = 118  # the colour bar beside every map (pixels): room for tick labels a person can read
 
 
 @dataclass(frozen=True)
@@ -65,14 +73,60 @@ def overlay_map(session: Session, heatmap: np.ndarray, signed: bool, style: Styl
     cmap = style.cmap(signed)
     vmin, vmax = render.value_range(heatmap, signed)
     picture = render.overlay(_base(session), heatmap, signed=signed, alpha=float(style.opacity), cmap=cmap)
-    return with_disclaimer(render.with_colour_bar(picture, vmin, vmax, signed=signed, cmap=cmap, label=label))
+    return with_disclaimer(with_colour_bar(picture, vmin, vmax, signed=signed, cmap=cmap, label=label))
+
+
+def colour_bar(vmin: float, vmax: float, *, signed: bool, cmap: str, label: str, height: int) -> np.ndarray:
+    """A vertical colour bar (uint8 RGB, ``height`` x BAR_WIDTH) with tick labels large enough to read when the
+    map is shown at its own size: five ticks at 10 pt (the core renderer's 7 pt ticks shrink to 5 px on the board)."""
+    if not vmax > vmin:
+        raise ValueError(f"a colour bar needs vmin < vmax, got ({vmin}, {vmax}).")
+    dpi = 100
+    fig = Figure(figsize=(BAR_WIDTH / dpi, height / dpi), dpi=dpi)  # no pyplot: no global state, safe in threads
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.add_axes((0.06, 0.04, 0.17, 0.92))
+    bar = fig.colorbar(matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(vmin, vmax),
+                                                    render.colormap(signed, cmap)), cax=ax)
+    bar.locator = matplotlib.ticker.MaxNLocator(5)  # the default formatter gives the ticks the digits they need
+    bar.update_ticks()
+    ax.tick_params(labelsize=10, length=3)
+    if label:
+        ax.set_ylabel(label, fontsize=10, labelpad=2)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def with_colour_bar(picture: np.ndarray, vmin: float, vmax: float, *, signed: bool = False, cmap: str | None = None,
+                    label: str = "") -> np.ndarray:
+    """The picture with its colour bar on the right, same height."""
+    bar = colour_bar(vmin, vmax, signed=signed, cmap=cmap or render.colormap(signed).name, label=label,
+                     height=max(picture.shape[0], 160))
+    if bar.shape[0] != picture.shape[0]:
+        bar = np.asarray(Image.fromarray(bar).resize((bar.shape[1], picture.shape[0]), Image.Resampling.LANCZOS))
+    return np.concatenate([picture, bar], axis=1)
+
+
+@functools.cache
+def _strip_font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """A bold sans-serif for the disclaimer strip: matplotlib's DejaVu Sans Bold, always installed with it."""
+    try:
+        return ImageFont.truetype(findfont(FontProperties(family="DejaVu Sans", weight="bold")), size)
+    except OSError:
+        return ImageFont.load_default(size=size)
 
 
 def with_disclaimer(picture: np.ndarray) -> np.ndarray:
     """The picture with a strip below it saying education and research only, so a saved map carries it too."""
-    strip = Image.new("RGB", (picture.shape[1], 16), "white")
+    strip = Image.new("RGB", (picture.shape[1], STRIP_HEIGHT), (255, 247, 237))
     draw = ImageDraw.Draw(strip)
-    draw.text((4, 2), SHORT_DISCLAIMER, fill=(154, 52, 18), font=ImageFont.load_default(size=10))
+    # the largest size that fits the width (a narrow portrait map gets a smaller one, a very narrow one the gist)
+    for text, size in [(SHORT_DISCLAIMER, size) for size in (12, 11, 10, 9)] + [("Not for diagnosis.", 10)]:
+        font = _strip_font(size)
+        width = draw.textlength(text, font=font)
+        if width <= picture.shape[1] - 4:
+            break
+    draw.text((max(2, (picture.shape[1] - width) / 2), STRIP_HEIGHT / 2), text, fill=(154, 52, 18), font=font,
+              anchor="lm")
     return np.concatenate([picture, np.asarray(strip)], axis=0)
 
 
@@ -88,32 +142,40 @@ def spread(std: np.ndarray, style: Style) -> np.ndarray:
     grown = np.asarray(Image.fromarray(std.astype(np.float32)).resize((side, side), Image.Resampling.BILINEAR))
     vmin, vmax = render.value_range(std, False)
     picture = render.colourise(grown, False, (vmin, vmax), style.unsigned)
-    return with_disclaimer(render.with_colour_bar(picture, vmin, vmax, cmap=style.unsigned, label="std over seeds"))
+    return with_disclaimer(with_colour_bar(picture, vmin, vmax, cmap=style.unsigned, label="std over seeds"))
 
 
 # ---------------------------------------------------------------- words
 
 
 OOD_BANNER = "Unlike the chest X-rays this model was trained on: its prediction and maps mean little"
+OOD_TITLE = "Not like the chest X-rays this model knows"
 
 
 def prediction_card(assessment: Assessment | None) -> str:
     """HTML for the prediction: the out-of-distribution banner first, then the class at the operating threshold,
     the calibrated probability on a bar with the threshold marked, every class's probability and the conformal
-    set. A plain softmax (models without trust data) is labelled as such."""
+    set. A plain softmax (models without trust data) is labelled as such. Out of distribution, the class is
+    greyed and marked unreliable under a red banner, so a glance does not read it as a finding."""
+    head = "<div class='pred-head'>Prediction</div>"
     if assessment is None:
-        return "<div class='pred-card pred-empty'>No image yet.</div>"
+        return f"<div class='pred-card pred-empty'>{head}<div class='pred-rows'>No image yet.</div></div>"
     a, e = assessment, html.escape
-    parts = []
-    if a.in_distribution is False:
-        parts.append(f"<div class='pred-ood' role='alert'>⛔ <b>{OOD_BANNER}</b> ({e(a.ood_reason or '')}).</div>")
-    parts.append(f"<div class='pred-class'>{e(a.label)}</div>")
+    ood = a.in_distribution is False
+    parts = [head]
+    if ood:
+        parts.append(f"<div class='pred-ood' role='alert'><div class='pred-ood-title'><span class='pred-ood-icon' "
+                     f"aria-hidden='true'>!</span>{OOD_TITLE}</div><div class='pred-ood-text'>{OOD_BANNER}"
+                     f"{f' ({e(a.ood_reason)})' if a.ood_reason else ''}.</div></div>")
+    doubt = " pred-doubt" if ood else ""
+    unreliable = "<span class='pred-unreliable'>unreliable</span>" if ood else ""
+    parts.append(f"<div class='pred-class{doubt}'>{e(a.label)}{unreliable}</div>")
     if a.threshold is not None and a.positive is not None:
         side = "at or above" if a.probability >= a.threshold else "below"
         parts.append(
             f"<div class='pred-rule'>calibrated P({e(a.positive)}) = <b>{a.probability:.0%}</b>, {side} the "
             f"operating threshold {a.threshold:.0%}</div>"
-            f"<div class='pred-bar' title='probability bar; the dark tick is the threshold'>"
+            f"<div class='pred-bar{doubt}' title='probability bar; the dark tick is the threshold'>"
             f"<div class='pred-fill' style='width:{100 * a.probability:.1f}%'></div>"
             f"<div class='pred-tick' style='left:{100 * a.threshold:.1f}%'></div></div>")
     else:
@@ -122,16 +184,23 @@ def prediction_card(assessment: Assessment | None) -> str:
     top = sorted(a.probabilities.items(), key=lambda kv: kv[1], reverse=True)[:5]
     parts.append("<div class='pred-rows'>" + " · ".join(f"{e(k)} {v:.0%}" for k, v in top) + "</div>")
     if a.calibrated:
-        verdict = ("the model cannot tell these apart at this confidence" if len(a.prediction_set) > 1
-                   else "one class")
-        parts.append(f"<div class='pred-set'>90% prediction set: {{{e(', '.join(a.prediction_set))}}}: {verdict}"
-                     f"</div><div class='pred-gate'>out-of-distribution score {a.ood_score:.2f} "
-                     "(above 1.00 is flagged)</div>")
-    return "<div class='pred-card'>" + "".join(parts) + f"<div class='pred-note'>{SHORT_DISCLAIMER}</div></div>"
+        if a.coverage is not None:  # in words, an empty set included ("uncertain")
+            conformal = f"conformal prediction set: {e(a.set_reading)}"
+        else:
+            verdict = ("the model cannot tell these apart at this confidence" if len(a.prediction_set) > 1
+                       else "one class")
+            conformal = f"90% prediction set: {{{e(', '.join(a.prediction_set))}}}: {verdict}"
+        flagged = " pred-flagged" if ood else ""
+        gate = "" if a.ood_score is None else (f"<div class='pred-gate{flagged}'>out-of-distribution score "
+                                               f"{a.ood_score:.2f} (above 1.00 is flagged)</div>")
+        parts.append(f"<div class='pred-set'>{conformal}</div>{gate}")
+    return (f"<div class='pred-card{' pred-card-ood' if ood else ''}'>" + "".join(parts)
+            + f"<div class='pred-note'>{SHORT_DISCLAIMER}</div></div>")
 
 
-# Cosine distance below which the nearest training image is the same film (re-encoded, resized): measured in
-# tests/apps/test_xray_parts.py, a training film re-saved as PNG sits at < 1e-4, other patients' films at > 0.005.
+# Cosine distance below which the nearest training image is the same film. Measured with the bundled model on
+# every 20th training film (261): the film re-saved as PNG sits at 0.000000 from itself; the nearest *other* film
+# at 0.0019 or more (median 0.0069).
 SEEN_DISTANCE = 1e-3
 
 
@@ -141,9 +210,11 @@ def prediction_lines(assessment: Assessment) -> list[str]:
     lines = [] if a.in_distribution is not False else [f"WARNING: {OOD_BANNER} ({a.ood_reason})."]
     if a.threshold is not None:
         side = "at or above" if a.probability >= a.threshold else "below"
+        conformal = (f"conformal prediction set: {a.set_reading}" if a.coverage is not None
+                     else f"90% prediction set {{{', '.join(a.prediction_set)}}}")
+        gate = "" if a.ood_score is None else f"; out-of-distribution score {a.ood_score:.2f} (flagged above 1.00)"
         lines.append(f"Prediction: {a.label}: calibrated P({a.positive}) = {a.probability:.3f}, {side} the operating "
-                     f"threshold {a.threshold:.3f}; 90% prediction set {{{', '.join(a.prediction_set)}}}; "
-                     f"out-of-distribution score {a.ood_score:.2f} (flagged above 1.00).")
+                     f"threshold {a.threshold:.3f}; {conformal}{gate}.")
     else:
         lines.append(f"Prediction: {a.label} (softmax {a.probability:.3f}; no calibration, threshold or gate).")
     return lines
@@ -195,30 +266,40 @@ def method_description(info: MethodInfo) -> str:
 
 
 def unavailable_models(unavailable: dict[str, str]) -> str:
-    """List of zoo models that cannot be used here, each with the reason."""
+    """Zoo models that cannot be used here, one line each with the reason (shown in a closed accordion)."""
     if not unavailable:
         return ""
-    items = "\n".join(f"- **{name}**: {html.escape(reason)}" for name, reason in unavailable.items())
-    return f"Not available on this server:\n{items}"
+    return "\n".join(f"- **{name}** is unavailable: {html.escape(one_line(reason), quote=False)}"
+                     for name, reason in unavailable.items())
+
+
+def one_line(reason: str) -> str:
+    """A reason's first clause, without server paths in brackets: what a visitor needs, not where files live."""
+    first = reason.split(";")[0].strip().rstrip(".")
+    return re.sub(r"\s*\([^()]*/[^()]*\)", "", first) + "."
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
-def panel_text(panel: Panel) -> str:
-    """The trust panel under one map: target, score, time, AUCs, sanity check and their readings."""
+def panel_text(panel: Panel, running: bool = True) -> str:
+    """The trust panel under one map: target, score, time, AUCs, sanity check and their readings.
+
+    One row per check (this map against the random-order baseline), so the table stays three short columns wide
+    when four maps share the board; ``running`` False says the checks were stopped rather than still coming."""
     e = panel.explanation
     head = f"**{html.escape(panel.title)}** — class **{e.target_name}** (p = {e.score:.3f}), {e.seconds:.2f} s"
     q = panel.quality
     if q is None:
-        return f"{head}\n\n_Trust checks running…_"
+        return f"{head}\n\n" + ("_Trust checks running…_" if running else
+                                 "_Trust checks stopped: press **Explain** again to run them._")
     q1, q3 = q.sanity.quartiles
     return (f"{head}\n\n"
-            f"| deletion AUC ↓ | insertion AUC ↑ | sanity median \\|ρ\\| (→0) |\n|---|---|---|\n"
-            f"| {_fmt(q.deletion.auc)} (random {_fmt(q.reference.deletion.auc)}) "
-            f"| {_fmt(q.insertion.auc)} (random {_fmt(q.reference.insertion.auc)}) "
-            f"| {_fmt(q.sanity.median, 2)} (IQR {_fmt(q1, 2)}–{_fmt(q3, 2)}) |\n\n"
+            "| check | this map | random order |\n|---|---|---|\n"
+            f"| deletion AUC ↓ | {_fmt(q.deletion.auc)} | {_fmt(q.reference.deletion.auc)} |\n"
+            f"| insertion AUC ↑ | {_fmt(q.insertion.auc)} | {_fmt(q.reference.insertion.auc)} |\n"
+            f"| sanity median \\|ρ\\| (→0) | {_fmt(q.sanity.median, 2)} (IQR {_fmt(q1, 2)}–{_fmt(q3, 2)}) | — |\n\n"
             + "\n".join(f"- {html.escape(r)}" for r in q.readings)
             + f"\n\n_Sanity ρ: rank correlation with the map of {len(q.sanity.correlations)} copies whose top "
             f"layers are randomised; its sign is ignored (a flipped map keeps its structure)._")

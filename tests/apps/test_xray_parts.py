@@ -186,7 +186,8 @@ def test_session_prediction_matches_the_model(session):
     expected = predict(loaded, preprocess(session.image, loaded.spec.preprocessing))[0]
     assert list(session.probabilities.values()) == pytest.approx(expected.tolist(), abs=1e-6)
     view = analysis.model_view(session)
-    assert view.shape == (160, 160) and view.min() >= 0 and view.max() <= 1
+    side = loaded.spec.preprocessing.size  # the bundled model's input size (160 px, then 192 px)
+    assert view.shape == (side, side) and view.min() >= 0 and view.max() <= 1
 
 
 def test_board_replaces_same_settings_and_keeps_the_four_newest(session):
