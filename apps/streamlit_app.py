@@ -7,11 +7,24 @@ Thin by design: each lesson is one file under ``apps/classroom/`` (not ``pages/`
 that folder as old-style pages, bypassing this navigation); the maths lives in ``core``.
 """
 
+import numpy as np
 import streamlit as st
+from PIL import Image
 
 from apps.catalogue import LESSONS
 
-st.set_page_config(page_title="CNN Lens", page_icon=":material/visibility:", layout="wide")
+
+def favicon() -> Image.Image:
+    """A 32 px blue disc drawn here: a ``:material/...`` or emoji page icon makes the browser fetch it from a
+    font or emoji CDN, and nothing may phone home."""
+    yy, xx = np.mgrid[:32, :32]
+    disc = (yy - 15.5) ** 2 + (xx - 15.5) ** 2 <= 15 ** 2
+    icon = np.zeros((32, 32, 4), np.uint8)
+    icon[disc] = (31, 111, 235, 255)  # the theme's primary colour
+    return Image.fromarray(icon)
+
+
+st.set_page_config(page_title="CNN Lens", page_icon=favicon(), layout="wide")
 navigation: dict[str, list] = {"CNN Lens": [st.Page("classroom/home.py", title="Home", icon=":material/home:",
                                                     default=True)]}
 for lesson in LESSONS:

@@ -178,8 +178,6 @@ def test_embedding_explorer_keeps_each_file_name_on_one_line(browser, classroom_
 
 
 @pytest.mark.browser
-@pytest.mark.xfail(reason="issue 15 item 8: st.set_page_config(page_icon=':material/…') in apps/streamlit_app.py "
-                          "makes Streamlit fetch the favicon from fonts.gstatic.com", strict=False)
 def test_the_classroom_asks_no_other_host(browser, classroom_url):
     page = _open(browser, classroom_url, "Receptive field", 1440, 900)
     try:
