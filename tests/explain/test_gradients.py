@@ -92,7 +92,8 @@ def test_integrated_gradients_completeness_on_a_smooth_net(baseline, channels):
 def test_integrated_gradients_completeness_and_captum_on_the_bundled_model(bundled, xray):
     from captum.attr import IntegratedGradients
 
-    e = explain(bundled, xray, "integrated_gradients", steps=64, baseline="black")[0]
+    # 256 nodes: the 192 px model's ReLU kinks leave a 1.7 % quadrature gap at 64 (measured), 1 % is the bound
+    e = explain(bundled, xray, "integrated_gradients", steps=256, baseline="black")[0]
     black = (0.0 - bundled.spec.preprocessing.mean[0]) / bundled.spec.preprocessing.std[0]
     with torch.no_grad():
         logits = bundled.model(torch.cat([xray, torch.full_like(xray, black)]))
@@ -100,7 +101,7 @@ def test_integrated_gradients_completeness_and_captum_on_the_bundled_model(bundl
     assert e.extras["score_baseline"] == pytest.approx(float(logits[1, e.target]), abs=1e-4)
     assert abs(float(e.heatmap.sum()) - delta) < 0.01 * abs(delta)
     ref = IntegratedGradients(bundled.model).attribute(xray, baselines=torch.full_like(xray, black), target=e.target,
-                                                       n_steps=64, method="gausslegendre")
+                                                       n_steps=256, method="gausslegendre")
     assert pearson(e.heatmap, ref.sum(1)[0].detach().numpy()) > 0.99
 
 
