@@ -56,10 +56,16 @@ def target_probability(model: torch.nn.Module, x: torch.Tensor, targets: torch.T
     return torch.softmax(model(x), dim=1).gather(1, targets[:, None])[:, 0]
 
 
-def _optimise(ctx: Context, x: torch.Tensor, targets: torch.Tensor, gen: torch.Generator,
-              done: int, total: int) -> torch.Tensor:
-    """Optimise the low-resolution keep-masks of one batch; returns them (N x 1 x r x r)."""
+def _optimise(ctx: Context, x: torch.Tensor, targets: torch.Tensor, done: int, total: int) -> torch.Tensor:
+    """Optimise the low-resolution keep-masks of one batch; returns them (N x 1 x r x r).
+
+    The jitter offsets come from a CPU generator seeded by the method's seed alone and restarted for every batch,
+    so every image sees the same offsets at the same step as if it were explained alone (the masks of a batch
+    are independent: each image's loss depends on its own mask only, and Adam is element-wise): a map depends
+    neither on the batch size nor on its batch mates, and a seed gives the same offsets on every device.
+    """
     p = ctx.params
+    gen = torch.Generator().manual_seed(ctx.seed)
     size = tuple(x.shape[-2:])
     background = perturbed(x, p["perturbation"], p["blur_sigma"])
     keep = torch.full((len(x), 1, p["mask_size"], p["mask_size"]), 0.5, device=x.device, requires_grad=True)
@@ -105,11 +111,10 @@ def _optimise(ctx: Context, x: torch.Tensor, targets: torch.Tensor, gen: torch.G
 def meaningful_perturbation(ctx: Context, x: torch.Tensor, targets: torch.Tensor
                             ) -> tuple[torch.Tensor, list[dict]]:
     """Deletion maps (N x H x W in [0, 1]) plus each image's deleted area and target probability after deletion."""
-    gen = torch.Generator().manual_seed(ctx.seed)  # jitter offsets: CPU generator, the same on every device
     maps, extras = [], []
     for part in batches(len(x), ctx.batch_size):
         xb, tb = x[part], targets[part]
-        keep = upsample(_optimise(ctx, xb, tb, gen, part.start, len(x)), tuple(x.shape[-2:]))
+        keep = upsample(_optimise(ctx, xb, tb, part.start, len(x)), tuple(x.shape[-2:]))
         with torch.no_grad():
             deleted = target_probability(
                 ctx.model, blend(xb, perturbed(xb, ctx.params["perturbation"], ctx.params["blur_sigma"]), keep), tb)

@@ -11,7 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.explain import explain
-from tests.explain.nets import TinyGapNet, image
+from core.explain.base import Context
+from core.explain.base import baseline as qbaseline
+from tests.explain.nets import TinyGapNet, image, small_resnet
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -88,21 +90,48 @@ def test_integrated_gradients_completeness_on_a_smooth_net(baseline, channels):
         assert abs(ex["completeness_gap"]) < 0.01 * abs(ex["score_input"] - ex["score_baseline"])
 
 
-@pytest.mark.data
-def test_integrated_gradients_completeness_and_captum_on_the_bundled_model(bundled, xray):
+def captum_ig(net: nn.Module, x: torch.Tensor, base: torch.Tensor, target: int, steps: int,
+              method: str = "gausslegendre") -> np.ndarray:
+    """Captum's Integrated Gradients summed over channels (our maps' convention), 1 x H x W per image."""
     from captum.attr import IntegratedGradients
 
-    # 256 nodes: the 192 px model's ReLU kinks leave a 1.7 % quadrature gap at 64 (measured), 1 % is the bound
-    e = explain(bundled, xray, "integrated_gradients", steps=256, baseline="black")[0]
+    ref = IntegratedGradients(net).attribute(x, baselines=base, target=target, n_steps=steps, method=method)
+    return ref.sum(1).detach().numpy()
+
+
+def assert_close_map(ours: np.ndarray, theirs: np.ndarray, rel: float = 1e-4) -> None:
+    """allclose with an absolute tolerance of ``rel`` times the map's largest |value| (float32 sums of many terms)."""
+    np.testing.assert_allclose(ours, theirs, rtol=rel, atol=rel * float(np.abs(theirs).max()))
+
+
+@pytest.mark.parametrize("baseline", ["black", "blur", "uniform"])
+@pytest.mark.parametrize("net_name", ["smooth", "relu_resnet"])
+def test_integrated_gradients_equal_captum_with_the_same_gauss_legendre_rule(baseline, net_name):
+    """Same nodes and weights (Gauss-Legendre on [0, 1]) and baseline: the same numbers, not just a correlation;
+    a different rule (Captum's right Riemann sum) with the same steps is told apart at this tolerance."""
+    net = SmoothNet(3) if net_name == "smooth" else small_resnet(3, seed=1)
+    side, steps = (16, 8) if net_name == "smooth" else (32, 12)
+    x = torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(3))
+    base = qbaseline(Context(net, torch.device("cpu"), "", 4, 64, {}), x, baseline)
+    ours = explain(net, x, "integrated_gradients", 1, steps=steps, baseline=baseline, seed=4, batch_size=5)
+    for i, e in enumerate(ours):
+        theirs = captum_ig(net, x[i:i + 1], base[i:i + 1], 1, steps)[0]
+        assert_close_map(e.heatmap, theirs)
+        riemann = captum_ig(net, x[i:i + 1], base[i:i + 1], 1, steps, "riemann_right")[0]
+        assert not np.allclose(e.heatmap, riemann, rtol=1e-4, atol=1e-4 * float(np.abs(riemann).max()))
+
+
+@pytest.mark.data
+def test_integrated_gradients_completeness_and_captum_on_the_bundled_model(bundled, xray):
+    e = explain(bundled, xray, "integrated_gradients", steps=64, baseline="black")[0]
     black = (0.0 - bundled.spec.preprocessing.mean[0]) / bundled.spec.preprocessing.std[0]
     with torch.no_grad():
         logits = bundled.model(torch.cat([xray, torch.full_like(xray, black)]))
     delta = float(logits[0, e.target] - logits[1, e.target])
     assert e.extras["score_baseline"] == pytest.approx(float(logits[1, e.target]), abs=1e-4)
-    assert abs(float(e.heatmap.sum()) - delta) < 0.01 * abs(delta)
-    ref = IntegratedGradients(bundled.model).attribute(xray, baselines=torch.full_like(xray, black), target=e.target,
-                                                       n_steps=256, method="gausslegendre")
-    assert pearson(e.heatmap, ref.sum(1)[0].detach().numpy()) > 0.99
+    assert abs(float(e.heatmap.sum()) - delta) < 0.03 * abs(delta)  # a ReLU net: 0.4-2.1% at 64 steps on new films
+    ref = captum_ig(bundled.model, xray, torch.full_like(xray, black), e.target, 64)[0]
+    assert_close_map(e.heatmap, ref, rel=1e-3)
 
 
 @pytest.mark.data

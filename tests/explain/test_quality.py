@@ -20,6 +20,7 @@ from core.explain.quality import (
     cascade,
     cascade_layers,
     deletion,
+    impute,
     insertion,
     random_map,
     randomised_copy,
@@ -30,6 +31,8 @@ from core.explain.quality import (
     read_sanity,
     read_stability,
     reference_curves,
+    road,
+    road_curve,
     sanity_check,
     sanity_rho,
     stability,
@@ -75,32 +78,109 @@ def pixel_noise(seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).random((SIDE, SIDE))
 
 
-def test_deletion_and_insertion_prefer_the_correct_map():
+@pytest.mark.parametrize("baseline", ["zero", "blur", "mean"])
+def test_deletion_and_insertion_prefer_the_correct_map(baseline):
     model, x = RegionEnergy(), textured_image()
-    good_del, bad_del = deletion(model, x, correct_map(), 1), deletion(model, x, pixel_noise(), 1)
-    good_ins, bad_ins = insertion(model, x, correct_map(), 1), insertion(model, x, pixel_noise(), 1)
+    kw = {"baseline": baseline}
+    good_del, bad_del = deletion(model, x, correct_map(), 1, **kw), deletion(model, x, pixel_noise(), 1, **kw)
+    good_ins, bad_ins = insertion(model, x, correct_map(), 1, **kw), insertion(model, x, pixel_noise(), 1, **kw)
     assert good_del.auc < 0.2 < 0.4 < bad_del.auc
     assert good_ins.auc > 0.8 > 0.6 > bad_ins.auc
     assert good_del.scores[0] == pytest.approx(torch.sigmoid(torch.tensor(4.0)).item(), abs=1e-6)
-    assert good_del.scores[-1] == pytest.approx(torch.sigmoid(torch.tensor(-4.0)).item(), abs=1e-6)
+    if baseline != "blur":  # zero and the image's mean (0 here) leave no texture at all
+        assert good_del.scores[-1] == pytest.approx(torch.sigmoid(torch.tensor(-4.0)).item(), abs=1e-6)
     assert "fall fast" in read_deletion(good_del) and "holds up" not in read_deletion(good_del)
-    assert "falls faster than with a random pixel order" in read_deletion(good_del, bad_del)
+    assert "falls faster than with random regions (AUC" in read_deletion(good_del, bad_del)
+    assert "the map points at what the model uses" in read_deletion(good_del, bad_del)
     assert "falls slower" in read_deletion(bad_del, good_del)
     assert "back fast" in read_insertion(good_ins)
-    assert "faster than with a random pixel order" in read_insertion(good_ins, bad_ins)
+    assert "comes back faster than with random regions" in read_insertion(good_ins, bad_ins)
     assert read_deletion(good_del).startswith(f"deletion AUC {good_del.auc:.2f}:")
 
 
-@pytest.mark.parametrize(("kind", "baseline"), [("deletion", "zero"), ("deletion", "blur"), ("insertion", "blur")])
+def test_the_defaults_are_the_measured_baselines():
+    model, x = RegionEnergy(), textured_image()
+    assert (quality.DELETION_BASELINE, quality.INSERTION_BASELINE) == ("mean", "blur")
+    assert deletion(model, x, correct_map(), 1).auc == deletion(model, x, correct_map(), 1, baseline="mean").auc
+    assert insertion(model, x, correct_map(), 1).auc == insertion(model, x, correct_map(), 1, baseline="blur").auc
+
+
+def curve(kind: str, auc: float, start: float = 0.9, end: float = 0.9) -> Curve:
+    """A two-point curve with the given AUC and end points (enough for the readings)."""
+    return Curve(kind, np.array([0.0, 1.0]), np.array([start, end]), auc)
+
+
+def test_readings_count_a_map_better_only_outside_the_random_maps_range():
+    ref = curve("deletion", 0.50)
+    randoms = (0.45, 0.50, 0.55)
+    assert "faster than with random regions (AUC 0.50, 3 maps 0.45–0.55), by 0.100" in read_deletion(
+        curve("deletion", 0.40), ref, randoms=randoms)
+    inside = read_deletion(curve("deletion", 0.47), ref, randoms=randoms)
+    assert "about as fast as with random regions" in inside and "no better than chance" in inside
+    assert "slower than with random regions" in read_deletion(curve("deletion", 0.60), ref, randoms=randoms)
+    # without the spread, any difference from the mean counts
+    assert "faster than with random regions (AUC 0.50), by 0.030" in read_deletion(curve("deletion", 0.47), ref)
+    ins_ref = curve("insertion", 0.50, start=0.1, end=0.9)
+    assert "the highlighted pixels carry the evidence" in read_insertion(curve("insertion", 0.7), ins_ref,
+                                                                        randoms=(0.45, 0.55))
+    assert "the evidence lies elsewhere" in read_insertion(curve("insertion", 0.3), ins_ref, randoms=(0.45, 0.55))
+
+
+def test_readings_say_when_random_orders_barely_move_the_score():
+    """When the fill barely moves the score (the previous bundled model under blur: random AUC 0.93 of 0.95) a map
+    cannot fall much faster, so 'better than random' by 0.005 must not read as evidence, nor 'adds little' as a
+    verdict on the map."""
+    flat = curve("deletion", 0.93, start=0.95)
+    line = read_deletion(curve("deletion", 0.925, start=0.95), flat, randoms=(0.928, 0.93, 0.932))
+    assert "faster than with random regions" in line and "by 0.005" in line
+    assert "barely moves this model's score even in a random order (random AUC 0.93, intact image 0.95)" in line
+    assert "shows little either way" in line and "points at" not in line
+    back = read_insertion(curve("insertion", 0.92, start=0.9, end=0.95), curve("insertion", 0.91, end=0.95))
+    assert "brings this model's score back at once" in back and "shows little either way" in back
+
+
+@pytest.mark.parametrize(("method", "check", "phrase"), [
+    ("lime", "insertion", "LIME beat random maps on 100% of them, by a median 0.027 AUC"),
+    ("saliency", "deletion", "about as often as a coin toss: this check cannot tell its maps from random ones"),
+    ("eigen_cam", "deletion", "on 30% of them: it usually loses to random maps here"),
+    ("integrated_gradients", "deletion", "74% of them, by a median 0.470 AUC: more often than chance, not reliably; "
+                                         "but under ROAD (removed pixels filled from their neighbours) only on 18%"),
+])
+def test_readings_carry_the_methods_benchmark_record_for_the_measured_model(method, check, phrase):
+    read = read_deletion if check == "deletion" else read_insertion
+    measured = quality.DELETION_BASELINE if check == "deletion" else quality.INSERTION_BASELINE
+    ref = curve(check, 0.5, start=0.9 if check == "deletion" else 0.1)
+    line = read(curve(check, 0.45), ref, method=method, model=quality.MEASURED_MODEL, baseline=measured)
+    assert f"; on {quality.MEASURED_IMAGES} new-patient films " in line and phrase in line
+    plain = read(curve(check, 0.45), ref)
+    assert read(curve(check, 0.45), ref, method=method, model="another-model", baseline=measured) == plain
+    assert read(curve(check, 0.45), ref, method=method, model=quality.MEASURED_MODEL, baseline="zero") == plain
+    assert "new-patient" not in read(curve(check, 0.45), ref, method="unmeasured", model=quality.MEASURED_MODEL,
+                                     baseline=measured)
+    assert "ROAD" not in read(curve(check, 0.45), ref, method="lime", model=quality.MEASURED_MODEL, baseline=measured)
+
+
+def test_the_benchmark_record_covers_every_registered_method_with_shares():
+    from core.explain import METHODS
+
+    assert set(quality.FAITHFULNESS) <= set(METHODS)
+    for method, checks in quality.FAITHFULNESS.items():
+        assert set(checks) == {"deletion", "insertion", "road"}, method
+        assert all(0 <= share <= 1 and abs(margin) < 1 for share, margin in checks.values()), method
+
+
+@pytest.mark.parametrize("kind", ["deletion", "insertion"])
+@pytest.mark.parametrize("baseline", ["zero", "blur", "mean", "black"])
 def test_curve_points_equal_a_pixel_by_pixel_computation(kind, baseline):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 14 * 14, 3)).eval()
     x = torch.randn(1, 3, 16, 16)
     heat = np.random.default_rng(1).random((16, 16))
     steps = 8
-    curve = (deletion(model, x, heat, 2, steps=steps, baseline=baseline, batch_size=3) if kind == "deletion"
-             else insertion(model, x, heat, 2, steps=steps, batch_size=3))
-    blurred = blur(x)
+    curve = (deletion if kind == "deletion" else insertion)(model, x, heat, 2, steps=steps, baseline=baseline,
+                                                            batch_size=3)
+    fill = {"zero": torch.zeros_like(x), "blur": blur(x), "black": torch.zeros_like(x),  # a bare module: [0, 1] input
+            "mean": x.mean(dim=(2, 3), keepdim=True).expand_as(x)}[baseline]
     order = np.argsort(-heat.ravel())
     expected = []
     for k in range(steps + 1):
@@ -108,10 +188,7 @@ def test_curve_points_equal_a_pixel_by_pixel_computation(kind, baseline):
         chosen = np.zeros(256, bool)
         chosen[order[:n]] = True
         chosen = torch.from_numpy(chosen.reshape(16, 16))
-        if kind == "deletion":
-            img = torch.where(chosen, torch.zeros_like(x) if baseline == "zero" else blurred, x)
-        else:
-            img = torch.where(chosen, x, blurred)
+        img = torch.where(chosen, fill, x) if kind == "deletion" else torch.where(chosen, x, fill)
         with torch.no_grad():
             expected.append(float(torch.softmax(model(img), 1)[0, 2]))
     np.testing.assert_allclose(curve.scores, expected, atol=1e-6)
@@ -133,8 +210,123 @@ def test_curves_refuse_mismatched_maps_and_bad_baselines():
     model, x = RegionEnergy(), textured_image()
     with pytest.raises(ValueError, match="does not match"):
         deletion(model, x, np.zeros((SIDE, SIDE + 1)))
-    with pytest.raises(ValueError, match="baseline"):
-        deletion(model, x, correct_map(), baseline="mean")
+    with pytest.raises(ValueError, match="baseline must be one of"):
+        deletion(model, x, correct_map(), baseline="purple")
+    with pytest.raises(ValueError, match="baseline must be one of"):
+        insertion(model, x, correct_map(), baseline="uniform")
+
+
+# ---------------------------------------------------------------- ROAD
+
+
+def test_imputation_by_hand_on_a_3_x_3_image():
+    """Sides weigh 1/6, diagonals 1/12, over the neighbours inside the image; removed neighbours are unknowns."""
+    x = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]])[None]
+    centre = np.zeros((3, 3), bool)
+    centre[1, 1] = True
+    sides, corners = (2 + 4 + 6 + 8) / 6, (1 + 3 + 7 + 9) / 12
+    assert float(impute(x, centre, noise=0)[0, 1, 1]) == pytest.approx(sides + corners, abs=1e-6)
+    corner = np.zeros((3, 3), bool)
+    corner[0, 0] = True  # in-image neighbours (0, 1), (1, 0) at 1/6 and (1, 1) at 1/12: weights sum to 5/12
+    assert float(impute(x, corner, noise=0)[0, 0, 0]) == pytest.approx((2 / 6 + 4 / 6 + 5 / 12) / (5 / 12), abs=1e-6)
+    pair = np.zeros((3, 3), bool)
+    pair[0, 0] = pair[0, 1] = True
+    # (5 / 12) u = u' / 6 + 4 / 6 + 5 / 12 and (8 / 12) u' = u / 6 + (3 + 5) / 6 + (4 + 6) / 12, i.e.
+    # 5 u - 2 u' = 13 and -2 u + 8 u' = 26: u = u' = 13 / 3
+    filled = impute(x, pair, noise=0)
+    assert float(filled[0, 0, 0]) == pytest.approx(13 / 3, abs=1e-5)
+    assert float(filled[0, 0, 1]) == pytest.approx(13 / 3, abs=1e-5)
+    kept = ~pair
+    assert torch.equal(filled[0][torch.from_numpy(kept)], x[0][torch.from_numpy(kept)])
+
+
+@pytest.mark.filterwarnings("ignore:__array_wrap__:DeprecationWarning")  # numpy on torch tensors in road.py
+@pytest.mark.parametrize(("channels", "share"), [(1, 0.1), (1, 0.6), (3, 0.35), (3, 0.9)])
+def test_imputation_equals_pytorch_grad_cam_noisy_linear_imputer(channels, share):
+    from pytorch_grad_cam.metrics.road import NoisyLinearImputer
+
+    x = torch.randn(channels, 19, 23, generator=torch.Generator().manual_seed(channels))
+    smooth = random_map((19, 23), seed=channels, grid=4)
+    for removed in (smooth > np.quantile(smooth, 1 - share), pixel_noise(channels)[:19, :23] < share):
+        theirs = NoisyLinearImputer(noise=0.0)(x, torch.from_numpy(np.float32(~removed)))  # their mask: 1 = kept
+        torch.testing.assert_close(impute(x, removed, noise=0.0), theirs, atol=1e-5, rtol=1e-5)
+
+
+def test_imputation_noise_is_seeded_and_only_on_removed_pixels():
+    x = torch.randn(2, 20, 20, generator=torch.Generator().manual_seed(0))
+    removed = random_map((20, 20), seed=4, grid=4) > 0.5
+    clean = impute(x, removed, noise=0.0)
+    a = impute(x, removed, noise=0.05, generator=torch.Generator().manual_seed(1))
+    b = impute(x, removed, noise=0.05, generator=torch.Generator().manual_seed(1))
+    c = impute(x, removed, noise=0.05, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    gone = torch.from_numpy(removed)
+    assert torch.equal(a[:, ~gone], x[:, ~gone])
+    assert float((a - clean)[:, gone].std()) == pytest.approx(0.05, rel=0.15)
+    with pytest.raises(ValueError, match="at least one kept pixel"):
+        impute(x, np.ones((20, 20), bool))
+    with pytest.raises(ValueError, match="does not match"):
+        impute(x, np.ones((20, 21), bool))
+
+
+@pytest.mark.filterwarnings("ignore:__array_wrap__:DeprecationWarning")  # numpy on torch tensors in road.py
+@pytest.mark.parametrize("order", ["morf", "lerf"])
+def test_road_equals_pytorch_grad_cam_without_noise(order):
+    """pytorch-grad-cam's ROAD at percentile p removes the pixels at or above the map's p-th percentile (MoRF;
+    LeRF: of 1 - map): the same pixels as ours when we remove as many, so without noise the same probabilities."""
+    from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirst, ROADMostRelevantFirst
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Tanh(), nn.Flatten(), nn.Linear(4 * 14 * 14, 3)).eval()
+    x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    heat = pixel_noise(2)[:16, :16].astype(np.float32)  # distinct values: no ties
+    percentiles = (10, 35, 50, 90)
+    counts = [int(((heat if order == "morf" else 1 - heat) >= np.percentile(heat if order == "morf" else 1 - heat,
+                                                                           p)).sum()) for p in percentiles]
+    curve = road_curve(model, x, heat, 2, order=order, fractions=[c / 256 for c in counts], noise=0.0)
+    metric = ROADMostRelevantFirst if order == "morf" else ROADLeastRelevantFirst
+    theirs = []
+    for p in percentiles:
+        m = metric(p)
+        m.perturbation.imputer.noise = 0.0
+        theirs.append(float(m(x, heat[None], [ClassifierOutputSoftmaxTarget(2)], model, return_diff=False)[0]))
+    np.testing.assert_allclose(curve.scores, theirs, atol=1e-5)
+    with torch.no_grad():
+        assert curve.full == pytest.approx(float(torch.softmax(model(x), 1)[0, 2]), abs=1e-6)
+    assert curve.mean == pytest.approx(np.mean(theirs), abs=1e-5)
+    assert np.ptp(theirs) > 0.01  # removing more changes the score: the comparison has something to compare
+
+
+@pytest.mark.filterwarnings("ignore:__array_wrap__:DeprecationWarning")  # numpy on torch tensors in road.py
+def test_road_with_noise_stays_close_to_pytorch_grad_cam_and_is_seeded():
+    from pytorch_grad_cam.metrics.road import ROADMostRelevantFirstAverage
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Tanh(), nn.Flatten(), nn.Linear(4 * 14 * 14, 2)).eval()
+    x = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(3))
+    heat = pixel_noise(3)[:16, :16].astype(np.float32)
+    ours = road_curve(model, x, heat, 1, fractions=(0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1))  # noise 0.01
+    torch.manual_seed(0)
+    theirs = ROADMostRelevantFirstAverage()(x, heat[None], [ClassifierOutputSoftmaxTarget(1)], model)
+    assert ours.mean - ours.full == pytest.approx(float(theirs[0]), abs=0.01)  # they report the change
+    again = road_curve(model, x, heat, 1, fractions=(0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1))
+    np.testing.assert_array_equal(ours.scores, again.scores)
+
+
+def test_road_prefers_the_correct_map_in_both_orders():
+    model, x = RegionEnergy(), textured_image()
+    good, bad = road(model, x, correct_map(), 1), road(model, x, random_map((SIDE, SIDE), 3, 4), 1)
+    assert good.morf.order == "morf" and good.lerf.order == "lerf"
+    assert good.morf.mean < bad.morf.mean and good.lerf.mean > bad.lerf.mean
+    assert good.combined == pytest.approx((good.lerf.mean - good.morf.mean) / 2)
+    assert good.combined > 0.3 > bad.combined
+    assert good.morf.scores[0] < 0.1 and good.lerf.scores[-1] > 0.9  # 10 % removed kills it; 90 % kept it
+    with pytest.raises(ValueError, match="order"):
+        road_curve(model, x, correct_map(), order="both")
+    with pytest.raises(ValueError, match="fractions"):
+        road_curve(model, x, correct_map(), fractions=(0.5, 1.0))
 
 
 # ---------------------------------------------------------------- sanity check on a trained network
@@ -330,25 +522,53 @@ def test_trust_equals_its_parts_and_takes_a_cached_reference(trained_net, monkey
     e = explain(trained_net, x, "grad_cam")[0]
     reference = reference_curves(trained_net, x, e.target, seeds=(0, 1), grid=4, steps=8)
     maps = [random_map((SIDE, SIDE), s, 4) for s in (0, 1)]
-    by_hand = [deletion(trained_net, x, m, e.target, steps=8, baseline="blur") for m in maps]
+    by_hand = [deletion(trained_net, x, m, e.target, steps=8, baseline="mean") for m in maps]
     assert reference.deletion.auc == pytest.approx(np.mean([c.auc for c in by_hand]), abs=1e-6)
     np.testing.assert_allclose(reference.deletion.scores, np.mean([c.scores for c in by_hand], 0), atol=1e-6)
-    assert (reference.target, reference.seeds, reference.grid, reference.baseline) == (e.target, (0, 1), 4, "blur")
+    assert (reference.target, reference.seeds, reference.grid, reference.baseline) == (e.target, (0, 1), 4, "mean")
+    assert reference.insertion_baseline == "blur"
+    assert reference.deletion_aucs == pytest.approx([c.auc for c in by_hand], abs=1e-9)
+    assert reference.insertion_aucs == pytest.approx(
+        [insertion(trained_net, x, m, e.target, steps=8, baseline="blur").auc for m in maps], abs=1e-9)
     seen: list[float] = []
     result = trust(trained_net, x, e, steps=8, reference=reference, copies=3, progress=seen.append)
     assert isinstance(result, Trust) and result.reference is reference
     assert result.deletion.auc == pytest.approx(deletion(trained_net, x, e.heatmap, e.target, steps=8,
-                                                         baseline="blur").auc, abs=1e-6)
+                                                         baseline="mean").auc, abs=1e-6)
     assert result.insertion.auc == pytest.approx(insertion(trained_net, x, e.heatmap, e.target, steps=8).auc,
                                                  abs=1e-6)
     assert result.sanity.trained is e
     assert result.sanity.correlations == pytest.approx(sanity_check(trained_net, x, e, copies=3).correlations,
                                                        abs=1e-6)
     assert seen and seen == sorted(seen) and seen[0] > 0 and seen[-1] <= 1
-    assert result.readings == (read_deletion(result.deletion, reference.deletion),
-                               read_insertion(result.insertion, reference.insertion), read_sanity(result.sanity))
+    assert result.model is None  # a bare module: no benchmark record to quote
+    assert result.readings == (read_deletion(result.deletion, reference.deletion, randoms=reference.deletion_aucs),
+                               read_insertion(result.insertion, reference.insertion,
+                                              randoms=reference.insertion_aucs), read_sanity(result.sanity))
+    assert "new-patient" not in " ".join(result.readings)
     with pytest.raises(ValueError, match="reference was computed"):
         trust(trained_net, x, e, steps=16, reference=reference, copies=1)
+    with pytest.raises(ValueError, match="reference was computed"):
+        trust(trained_net, x, e, steps=8, insertion_baseline="mean", reference=reference, copies=1)
+
+
+def test_trust_of_a_named_model_quotes_its_benchmark_record_and_black_uses_its_normalisation(trained_net):
+    from core.zoo import LoadedModel, ModelSpec, Preprocessing
+
+    prep = Preprocessing(SIDE, 1, (0.4,), (0.25,))
+    spec = ModelSpec(quality.MEASURED_MODEL, "", "", prep, ("a", "b"), "", "", lambda: trained_net, lambda _m: None, "")
+    loaded = LoadedModel(spec, trained_net, torch.device("cpu"))
+    x, _, _ = blob_batch(1, torch.Generator().manual_seed(5))
+    e = explain(trained_net, x, "grad_cam")[0]
+    result = trust(loaded, x, e, steps=4, reference_seeds=(0,), grid=4, copies=1)
+    assert result.model == quality.MEASURED_MODEL
+    assert "Grad-CAM beat random maps on 72% of them" in result.readings[0]
+    assert "Grad-CAM beat random maps on 48% of them, about as often as a coin toss" in result.readings[1]
+    blurred = trust(loaded, x, e, steps=4, baseline="blur", reference_seeds=(0,), grid=4, copies=1)
+    assert "new-patient" not in blurred.readings[0]  # measured with another fill: no record to quote
+    assert "new-patient" in blurred.readings[1]
+    black = quality.curve_baseline(loaded, x, "black")
+    torch.testing.assert_close(black, torch.full_like(x, -0.4 / 0.25))
 
 
 def test_randomised_copy_leaves_the_model_and_global_rng_alone(trained_net):
