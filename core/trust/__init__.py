@@ -9,7 +9,6 @@ plain softmax probabilities, an argmax label and no gate.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from core.io import LoadedImage
 from core.trust.calibration import scaled_probabilities
 from core.trust.conformal import prediction_sets
 from core.trust.ood import OodGate, colourfulness
-from core.zoo import TRUST_PREFIX, LoadedModel, ModelSpec, preprocess
+from core.zoo import TRUST_PREFIX, LoadedModel, ModelSpec, ModelUnavailable, preprocess, read_checkpoint_config
 
 
 @dataclass(frozen=True)
@@ -50,21 +49,26 @@ class Trust:
         return config, tensors
 
 
+def _trust_config(path: Path) -> dict:
+    """The trust section of a checkpoint file's metadata, {} when it has none."""
+    try:
+        return read_checkpoint_config(path).get("trust") or {}
+    except ModelUnavailable:  # a safetensors file without a CNN Lens config carries no trust data
+        return {}
+
+
 def read_checkpoint_trust(spec: ModelSpec) -> dict:
     """The trust section of a checkpoint's metadata as stored (rules, fitted values, cross-fitted estimates)."""
     path = Path(spec.weights_source)
-    if path.suffix != ".safetensors" or not path.is_file():
-        return {}
-    with safe_open(str(path), framework="pt") as handle:
-        return json.loads((handle.metadata() or {}).get("cnnlens", "{}")).get("trust") or {}
+    return _trust_config(path) if path.suffix == ".safetensors" and path.is_file() else {}
 
 
 @functools.lru_cache(maxsize=16)
 def _read_trust(path: str, _mtime_ns: int) -> Trust | None:
+    config = _trust_config(Path(path))
+    if not config:
+        return None
     with safe_open(path, framework="pt") as handle:
-        config = json.loads((handle.metadata() or {}).get("cnnlens", "{}")).get("trust")
-        if not config:
-            return None
         mu = handle.get_tensor(f"{TRUST_PREFIX}ood.mu")
         precision = handle.get_tensor(f"{TRUST_PREFIX}ood.precision")
     ood = config["ood"]
