@@ -23,9 +23,10 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from core.data import CLASS_NAMES, data_dir, index_folder, load_tensors, patient_id, patient_split, split_digest
+from core.distill import distillation_loss, ensemble_logits
 from core.evaluate import binary_metrics
 from core.nets import WideResNet18
-from core.zoo import DISCLAIMER, Preprocessing, save_checkpoint
+from core.zoo import DISCLAIMER, Preprocessing, instantiate, save_checkpoint, spec_from_checkpoint
 
 
 class RandomGamma(v2.Transform):
@@ -76,15 +77,34 @@ def predict_proba(model: nn.Module, x: torch.Tensor, batch_size: int = 128) -> n
     return torch.cat(out).numpy()
 
 
+def _plain(value: object) -> object:
+    """A recipe value as JSON: paths (also in lists) become strings."""
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
+
+
+def load_teacher(path: Path, mean: float, std: float, size: int) -> nn.Module:
+    """A frozen teacher checkpoint that must read the student's input exactly (same size and normalisation)."""
+    spec = spec_from_checkpoint(path)
+    prep = spec.preprocessing
+    if prep.size != size or prep.channels != 1 or not np.allclose([*prep.mean, *prep.std], [mean, std], atol=1e-4):
+        raise SystemExit(f"teacher {path} reads {prep.channels}x{prep.size} px normalised with mean {prep.mean} "
+                         f"std {prep.std}; the student reads 1x{size} px with mean {mean:.4f} std {std:.4f}")
+    teacher = instantiate(spec, torch.device("cpu")).model.eval()
+    teacher.requires_grad_(False)
+    return teacher
+
+
 def train(args: argparse.Namespace) -> dict:
     """Run training and write the best checkpoint; returns its metrics on validation (and new patients)."""
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     index = index_folder(args.data, CLASS_NAMES)
     if args.limit:
-        keep = np.random.default_rng(args.seed).permutation(len(index))[: args.limit]
+        keep = np.random.default_rng(args.split_seed).permutation(len(index))[: args.limit]
         index = index.subset(np.sort(keep))
-    train_idx, val_idx = patient_split(index, args.val_fraction, args.seed)
+    train_idx, val_idx = patient_split(index, args.val_fraction, args.split_seed)
     external = index_folder(args.external, CLASS_NAMES) if args.external else None
     if args.select == "external" and external is None:
         raise SystemExit("--select external needs --external DIR (a folder of new patients).")
@@ -98,6 +118,7 @@ def train(args: argparse.Namespace) -> dict:
         scored["external"] = (external, (load_tensors(external, raw) - mean) / std)
 
     model = WideResNet18(width=args.width, in_channels=1, num_classes=len(CLASS_NAMES))
+    teachers = [load_teacher(path, mean, std, args.size) for path in args.teacher]
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True) if args.ema else None
     counts = np.bincount(train_idx.labels, minlength=2)
     class_weight = torch.tensor(len(y_train) / (2.0 * counts), dtype=torch.float32)
@@ -112,9 +133,10 @@ def train(args: argparse.Namespace) -> dict:
     stale, started = 0, time.time()
     config = {
         "architecture": "resnet18", "width": args.width, "channels": 1, "input_size": args.size,
-        "mean": [mean], "std": [std], "class_names": list(CLASS_NAMES), "seed": args.seed,
+        "mean": [mean], "std": [std], "class_names": list(CLASS_NAMES),
+        "seed": args.split_seed,  # the split's seed: zoo rebuilds the validation fold from it
         "val_fraction": args.val_fraction, "limit": args.limit, "val_digest": split_digest(val_idx),
-        "recipe": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in ("out", "data")},
+        "recipe": {k: _plain(v) for k, v in vars(args).items() if k not in ("out", "data")},
         "description": f"ResNet-18 topology at width {args.width}, {args.size} px grayscale, "
                        f"trained from scratch on pediatric chest X-rays. {DISCLAIMER}",
     }
@@ -127,8 +149,14 @@ def train(args: argparse.Namespace) -> dict:
             idx = order[step * args.batch_size:(step + 1) * args.batch_size]
             xb = (augment_batch(x_train[idx], transform) - mean) / std
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-                loss = F.cross_entropy(model(xb), y_train[idx], weight=class_weight,
-                                       label_smoothing=args.label_smoothing)
+                logits = model(xb)
+                if teachers:
+                    loss = distillation_loss(logits.float(), ensemble_logits(teachers, xb), y_train[idx],
+                                             args.temperature, args.distill_weight, class_weight,
+                                             args.label_smoothing)
+                else:
+                    loss = F.cross_entropy(logits, y_train[idx], weight=class_weight,
+                                           label_smoothing=args.label_smoothing)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -188,7 +216,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--select", choices=("validation", "external"), default="validation",
                    help="data set whose ROC AUC picks the kept epoch (its numbers are then optimistic)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--teacher", type=Path, nargs="+", default=[],
+                   help="checkpoints whose averaged probabilities the student also learns from (distillation)")
+    p.add_argument("--temperature", type=float, default=4.0, help="distillation temperature T")
+    p.add_argument("--distill-weight", type=float, default=0.7, help="weight of the teacher term (alpha)")
+    p.add_argument("--seed", type=int, default=0, help="initialisation, batch order and augmentation")
+    p.add_argument("--split-seed", type=int, default=0,
+                   help="patient-level validation split (keep it fixed across ensemble members: one held-out fold)")
     return p.parse_args(argv)
 
 

@@ -123,3 +123,23 @@ def test_a_few_training_steps_lower_the_loss_and_write_a_loadable_checkpoint(tmp
     renamed = sorted(held)[0]
     renamed.rename(renamed.with_name("renamed.png"))  # same counts, but no longer the validation set it recorded
     assert held_out_paths(index_folder(tmp_path / "data"), split) is None
+
+
+def test_a_student_distils_from_a_teacher_on_the_same_held_out_fold(tmp_path):
+    rng = np.random.default_rng(1)
+    _folder(tmp_path / "data", {"NORMAL": rng.uniform(0.1, 0.35, 24), "PNEUMONIA": rng.uniform(0.6, 0.9, 24)})
+    common = ["--data", str(tmp_path / "data"), "--size", "48", "--width", "4", "--epochs", "3", "--batch-size", "16",
+              "--lr", "0.01", "--no-bf16", "--patience", "99"]
+    teacher = tmp_path / "teacher.safetensors"
+    first = train.train(train.parse_args([*common, "--out", str(teacher)]))
+    student = tmp_path / "student.safetensors"
+    second = train.train(train.parse_args([*common, "--out", str(student), "--seed", "5", "--teacher", str(teacher),
+                                           "--temperature", "3"]))
+    assert second["loss_history"][-1] < second["loss_history"][0]
+    # a new initialisation seed keeps the patient split: teacher and student are judged on the same fold
+    assert zoo.get_spec(str(student)).training_split == zoo.get_spec(str(teacher)).training_split
+    assert second["n_val"] == first["n_val"]
+    recipe = zoo.read_checkpoint_config(student)["recipe"]
+    assert recipe["teacher"] == [str(teacher)] and recipe["temperature"] == 3.0
+    with pytest.raises(SystemExit, match="teacher"):  # a teacher that reads another input size is refused
+        train.train(train.parse_args([*common, "--size", "40", "--teacher", str(teacher)]))
