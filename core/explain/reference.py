@@ -140,7 +140,9 @@ class _Recorded(nn.Module):
         return out
 
 
-def _prepare_deeplift(model: nn.Module) -> nn.Module:
+def prepare_deeplift(model: nn.Module) -> nn.Module:
+    """The private copy DeepLIFT runs on: the fx rewrite (``one_module_per_nonlinearity``), keeping its last
+    output."""
     return _Recorded(one_module_per_nonlinearity(model))
 
 
@@ -161,7 +163,7 @@ def deeplift(ctx: Context, x: torch.Tensor, targets: torch.Tensor) -> tuple[torc
     """Signed DeepLIFT maps (N x H x W) and, per image, the summation-to-delta check."""
     base = baseline(ctx, x, ctx.params["baseline"])
     maps, extras = [], []
-    with replica(ctx.model, "deeplift", _prepare_deeplift) as net:
+    with replica(ctx.model, "deeplift", prepare_deeplift) as net:
         explainer = DeepLift(net)
         for rows in batches(len(x), ctx.batch_size):
             xb, bb, tb = x[rows].detach().requires_grad_(True), base[rows].detach(), targets[rows]

@@ -8,6 +8,12 @@ neither library offers a thread-safe mode: each call borrows a private copy of t
 once, then kept in a pool per model and kind, one copy per concurrent call). A copy is rebuilt when the model's
 parameters, buffers or train/eval modes change (a parameter's version counter moves with every in-place update:
 ``load_state_dict``, an optimiser step, the sanity check's re-initialisation), and dropped with the model.
+
+Preparing a copy may trace the model with torch.fx (DeepLIFT's rewrite), and tracing patches ``nn.Module.__call__``
+process-wide while it runs: another thread's forward pass at that moment fails or is hijacked. So a prepared copy
+is kept per architecture (module types, tensor names, shapes, dtypes, devices and modes) and a model of the same
+architecture (the same model after an update, the sanity check's randomised copies) gets a deep copy of it with
+its own tensors loaded: no second trace. ``warm_up`` prepares a model's copies before a server takes requests.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ from __future__ import annotations
 import copy
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain
@@ -24,10 +31,12 @@ from torch import nn
 
 Prepare = Callable[[nn.Module], nn.Module]
 MAX_IDLE = 2  # idle copies kept per model and kind (more concurrent calls make more copies, then drop them)
+MAX_ARCHITECTURES = 8  # prepared copies kept per kind and architecture (least recently used dropped first)
 
 _LOCK = threading.Lock()
 _POOLS: weakref.WeakKeyDictionary[nn.Module, dict[str, _Pool]] = weakref.WeakKeyDictionary()
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+_PREPARED: OrderedDict[tuple, tuple[nn.Module, str]] = OrderedDict()  # (kind, architecture) -> (copy, key prefix)
 
 
 @dataclass
@@ -44,6 +53,54 @@ def stamp(model: nn.Module) -> tuple:
     tensors = tuple((t.data_ptr(), t._version, t.dtype, t.device, tuple(t.shape))
                     for t in chain(model.parameters(), model.buffers()))
     return tensors, tuple(m.training for m in model.modules())
+
+
+def architecture(model: nn.Module) -> tuple:
+    """What a prepared copy depends on besides tensor values: every module's name, type and mode, and every
+    parameter's and buffer's name, shape, dtype and device."""
+    modules = tuple((name, type(m), m.training) for name, m in model.named_modules())
+    tensors = tuple((name, tuple(t.shape), t.dtype, t.device) for name, t in model.state_dict(keep_vars=True).items())
+    return modules, tensors
+
+
+def _prefix(prepared: nn.Module, model: nn.Module) -> str | None:
+    """The prefix under which ``prepared`` (a wrapper, a traced rewrite) holds exactly ``model``'s tensors, or None
+    when its tensors are not those of ``model`` under one prefix (its own copy cannot then take another model's)."""
+    ours, theirs = prepared.state_dict(keep_vars=True), model.state_dict(keep_vars=True)
+    if not theirs:
+        return None
+    first = next(iter(theirs))
+    candidates = [k[: len(k) - len(first)] for k in ours if k.endswith(first)]
+    for prefix in candidates:
+        if set(ours) == {prefix + k for k in theirs} and all(
+                ours[prefix + k].shape == v.shape for k, v in theirs.items()):
+            return prefix
+    return None
+
+
+def _prepared_copy(model: nn.Module, kind: str, prepare: Prepare | None) -> nn.Module:
+    """``prepare(detached_copy(model))``, or a deep copy of an earlier prepared copy of a model of the same
+    architecture with ``model``'s tensors loaded into it (no new trace)."""
+    key = (kind, architecture(model))
+    with _LOCK:
+        known = _PREPARED.get(key)
+        if known is not None:
+            _PREPARED.move_to_end(key)
+    if known is not None:
+        shared, prefix = known
+        clone = copy.deepcopy(shared)
+        state = {prefix + k: v.detach() for k, v in model.state_dict().items()}
+        clone.load_state_dict(state, strict=True)
+        return clone
+    prepared = detached_copy(model)
+    prepared = prepare(prepared) if prepare is not None else prepared
+    prefix = _prefix(prepared, model)
+    if prefix is not None:
+        with _LOCK:
+            _PREPARED[key] = (prepared, prefix)  # never handed out or changed: only deep-copied
+            while len(_PREPARED) > MAX_ARCHITECTURES:
+                _PREPARED.popitem(last=False)
+    return prepared
 
 
 def detached_copy(model: nn.Module, attempts: int = 5) -> nn.Module:
@@ -93,10 +150,17 @@ def replica(model: nn.Module, kind: str, prepare: Prepare | None = None) -> Iter
         # so it must not run again and again beside other requests' forward passes (it fails, or hijacks them).
         with pool.preparing:
             if pool.template is None:
-                template = detached_copy(model)
-                pool.template = prepare(template) if prepare is not None else template
+                pool.template = _prepared_copy(model, kind, prepare)
             clone = copy.deepcopy(pool.template)
     yield clone  # not in a try: after an exception the copy is simply not returned to the pool
     with _LOCK:
         if _POOLS.get(model, {}).get(kind) is pool and len(pool.idle) < MAX_IDLE:
             pool.idle.append(clone)
+
+
+def warm_up(model: nn.Module, kinds: Sequence[tuple[str, Prepare | None]]) -> None:
+    """Prepare ``model``'s private copies of each (kind, prepare) now, e.g. before a server takes requests: a trace
+    then never runs beside another request's forward pass for this model or any of the same architecture."""
+    for kind, prepare in kinds:
+        with replica(model, kind, prepare):
+            pass

@@ -2,13 +2,16 @@
 test_base checks it for the first methods): registry entries, results, seeds and batches, every parameter at
 its bounds and choices, hooks gone after errors and cancels, and concurrent calls on one shared model."""
 
+import copy
 import threading
+from collections import OrderedDict
 
 import numpy as np
 import pytest
 import torch
 
-from core.explain import METHODS, explain
+import core.explain.reference
+from core.explain import METHODS, explain, quality, replicas, warm_up
 from core.explain.base import resolve_params
 from tests.explain.devices import DEVICES, on
 from tests.explain.nets import TinyGapNet, image, small_resnet
@@ -149,3 +152,44 @@ def test_concurrent_explanations_on_one_model_get_their_own_maps():
             np.testing.assert_allclose(m, expected[k], rtol=1e-5, atol=1e-7 * np.abs(expected[k]).max(),
                                        err_msg=str(jobs[k]))
     assert leftovers(net) == []
+
+
+def test_warm_up_traces_once_and_models_of_the_same_architecture_never_trace_again(monkeypatch):
+    """torch.fx tracing patches nn.Module.__call__ process-wide, so a trace beside another request's forward breaks
+    it: after warm_up, DeepLIFT on the model, on the model after an in-place update and on the sanity check's
+    randomised copies runs no trace, and gives the maps a fresh trace gives."""
+    net = small_resnet(seed=6)
+    x = image(1, 32, seed=3)
+    randomised, _ = quality.randomised_copy(net, seed=1)
+    updated = copy.deepcopy(net)
+    with torch.no_grad():
+        updated.fc.weight.mul_(-1)
+    expected = [explain(m, x, "deeplift")[0].heatmap for m in (net, randomised, updated)]
+    monkeypatch.setattr(replicas, "_PREPARED", OrderedDict())  # forget the traces made above
+    traces = []
+    real = core.explain.reference.fx.symbolic_trace
+    monkeypatch.setattr(core.explain.reference.fx, "symbolic_trace", lambda m: traces.append(m) or real(m))
+    served = copy.deepcopy(net)  # a model object no pool knows yet
+    warm_up(served)
+    assert len(traces) == 1
+    got = [explain(served, x, "deeplift")[0].heatmap]
+    got.append(explain(quality.randomised_copy(served, seed=1)[0], x, "deeplift")[0].heatmap)
+    with torch.no_grad():
+        served.fc.weight.mul_(-1)
+    got.append(explain(served, x, "deeplift")[0].heatmap)
+    assert len(traces) == 1
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6 * np.abs(e).max())
+    assert not np.allclose(got[0], got[1])  # the copies really hold the other models' weights
+
+
+def test_a_copy_is_not_reused_for_another_architecture(monkeypatch):
+    """Models that differ in a tensor's shape are traced each on their own."""
+    monkeypatch.setattr(replicas, "_PREPARED", OrderedDict())
+    x = image(1, 32, seed=3)
+    wide, narrow = small_resnet(seed=1), small_resnet(seed=1)
+    narrow.fc = torch.nn.Linear(narrow.fc.in_features, 3)
+    explain(wide, x, "deeplift")
+    explain(narrow, x, "deeplift", target=2)
+    explain(small_resnet(channels=3), image(3, 32), "deeplift")
+    assert len(replicas._PREPARED) == 3
