@@ -58,6 +58,19 @@ def test_shares_margins_and_the_chosen_baselines(result):
     assert (bad["deletion"], bad["insertion"], bad["road"]) == pytest.approx((0, 0, 0))
 
 
+def test_the_sanity_column_is_the_median_over_the_films_that_had_the_check(result):
+    """Only the first films get the sanity check; its column is the median over those, None without any."""
+    for r, (good, bad) in zip(result["records"][:2], [(0.1, 0.9), (0.3, 0.7)], strict=True):
+        r["methods"]["good"]["sanity"], r["methods"]["bad"]["sanity"] = good, bad
+    result["records"][2]["methods"]["good"]["sanity"] = 0.8  # a third film for good only
+    good, bad = bench.summarise(result)["methods"]
+    assert good["sanity"] == pytest.approx(0.3) and bad["sanity"] == pytest.approx(0.8)
+    for r in result["records"]:
+        for m in r["methods"].values():
+            m.pop("sanity", None)
+    assert bench.summarise(result)["methods"][0]["sanity"] is None
+
+
 def test_report_and_load_round_trip(result, tmp_path, capsys):
     text = bench.report(result, bench.summarise(result))
     assert "chosen: deletion -> blur, insertion -> mean" in text and "good" in text
