@@ -1,7 +1,12 @@
 """Batch explanations from the command line: an overlay PNG (with its colour bar) and the raw heatmap (.npy) per
 image, and one CSV row per image with prediction, score, seconds and deletion/insertion AUC.
 
-    python -m core.explain --model cxr-resnet18 --method grad_cam --param ... --out DIR FILES_OR_DIRS...
+The prediction is the class the apps show: at the model's operating threshold when it has one (``core.trust``),
+else the most probable class; it is the class explained unless ``--target`` names another. ``--augment N``
+averages the maps of N augmented copies (``core.explain.augment``: the image itself plus small shifts, rotations
+and intensity jitter, mapped back).
+
+    python -m core.explain --model cxr-resnet18 --method grad_cam --param ... [--augment 8] --out DIR FILES...
 """
 
 from __future__ import annotations
@@ -17,12 +22,14 @@ from PIL import Image
 from tqdm import tqdm
 
 from core.data import IMAGE_SUFFIXES
-from core.explain import METHODS, explain
+from core.explain import METHODS
+from core.explain.augment import explain_augmented
 from core.explain.base import resolve_params
 from core.explain.quality import deletion, insertion
 from core.explain.render import overlay, value_range, with_colour_bar
 from core.io import ImageError, load_image
-from core.zoo import ModelUnavailable, load_model, predict, preprocess
+from core.trust import assess
+from core.zoo import ModelUnavailable, load_model, preprocess
 
 COLUMNS = ("file", "prediction", "target", "score", "seconds", "deletion_auc", "insertion_auc", "error")
 
@@ -36,7 +43,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--method", required=True, choices=list(METHODS), metavar="METHOD", help=f"one of: {methods}")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a method parameter")
     p.add_argument("--out", required=True, type=Path, help="output folder (created if missing)")
-    p.add_argument("--target", type=int, default=None, help="class index to explain (default: the prediction)")
+    p.add_argument("--target", type=int, default=None,
+                   help="class index to explain (default: the predicted class, at the operating threshold)")
+    p.add_argument("--augment", type=int, default=1, metavar="N",
+                   help="average the maps of N augmented copies: the image, then shifts up to 5%% of the side, "
+                        "rotations up to 5 degrees and 5%% intensity jitter (default 1: none)")
     p.add_argument("--layer", default=None, help="layer for CAM methods (default: the model's CAM layer)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64, help="perturbations per forward pass")
@@ -44,6 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-quality", action="store_true", help="skip the deletion/insertion curves (faster)")
     p.add_argument("inputs", nargs="+", type=Path, metavar="FILES_OR_DIRS")
     args = p.parse_args(argv)
+    if not 1 <= args.augment <= 64:
+        p.error(f"--augment must be between 1 and 64, got {args.augment}.")
     try:
         args.params = resolve_params(METHODS[args.method], dict(_pair(s) for s in args.param))
     except ValueError as err:
@@ -104,11 +117,11 @@ def main(argv: list[str] | None = None) -> int:
                 writer.writerow({**row, "error": str(err)})
                 continue
             x = preprocess(image, loaded.spec.preprocessing, loaded.device)
-            e = explain(loaded, x, args.method, args.target, layer=args.layer, seed=args.seed,
-                        batch_size=args.batch_size, **args.params)[0]
-            predicted = e.target if args.target is None else int(predict(loaded, x).argmax(dim=1))
-            row.update(prediction=loaded.spec.class_names[predicted], target=e.target_name, score=f"{e.score:.6f}",
-                       seconds=f"{e.seconds:.4f}")
+            predicted = assess(loaded, image).label
+            target = loaded.spec.class_names.index(predicted) if args.target is None else args.target
+            e = explain_augmented(loaded, x, args.method, target, augmentations=args.augment, layer=args.layer,
+                                  seed=args.seed, batch_size=args.batch_size, **args.params)[0]
+            row.update(prediction=predicted, target=e.target_name, score=f"{e.score:.6f}", seconds=f"{e.seconds:.4f}")
             if not args.no_quality:
                 row.update(deletion_auc=f"{deletion(loaded, x, e.heatmap, e.target).auc:.6f}",
                            insertion_auc=f"{insertion(loaded, x, e.heatmap, e.target).auc:.6f}")

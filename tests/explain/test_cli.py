@@ -8,12 +8,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.data import data_dir
+from core.data import data_dir, external_dir
 from core.explain import explain
 from core.explain.__main__ import COLUMNS, main
+from core.explain.augment import explain_augmented
 from core.explain.quality import deletion
 from core.io import load_image
-from core.zoo import get_spec, preprocess
+from core.trust import assess
+from core.zoo import get_spec, predict, preprocess
+
+# A new-patient film whose calibrated P(PNEUMONIA) (about 0.35) lies between the operating threshold (about 0.24)
+# and one half: the prediction card says PNEUMONIA while the softmax arg-max says NORMAL.
+BETWEEN = ("NORMAL", "IM-0091-0001.jpeg")
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +72,33 @@ def test_cli_params_target_and_no_quality(xray_files, tmp_path):
     with open(out / "occlusion.csv") as f:
         row = next(r for r in csv.DictReader(f) if not r["error"])
     assert row["target"] == "NORMAL" and row["deletion_auc"] == "" and row["prediction"] in ("NORMAL", "PNEUMONIA")
+
+
+@pytest.mark.data
+def test_cli_explains_the_class_at_the_operating_threshold_and_averages_augmented_maps(tmp_path, bundled):
+    """The CLI's prediction and default target are the apps' card class, not the arg-max; --augment N gives
+    core.explain.augment's average of N copies."""
+    folder = external_dir()
+    assert folder is not None, "the new-patient folder is missing (set CNNLENS_DATA)"
+    path = folder.joinpath(*BETWEEN)
+    image = load_image(path)
+    x = preprocess(image, bundled.spec.preprocessing)
+    card = assess(bundled, image).label
+    assert card != bundled.spec.class_names[int(predict(bundled, x).argmax())]  # the case this test is about
+    out = tmp_path / "tta"
+    assert main(["--model", "cxr-resnet18", "--method", "grad_cam", "--augment", "3", "--no-quality",
+                 "--out", str(out), str(path)]) == 0
+    with open(out / "grad_cam.csv") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["prediction"] == row["target"] == card
+    target = bundled.spec.class_names.index(card)
+    expected = explain_augmented(bundled, x, "grad_cam", target, augmentations=3)[0]
+    plain = explain(bundled, x, "grad_cam", target)[0].heatmap
+    heat = np.load(out / f"{path.stem}.npy")
+    np.testing.assert_allclose(heat, expected.heatmap, rtol=1e-5, atol=1e-6 * np.abs(plain).max())
+    assert not np.allclose(heat, plain, rtol=1e-3, atol=1e-3 * np.abs(plain).max())
+    with pytest.raises(SystemExit):
+        main(["--model", "cxr-resnet18", "--method", "grad_cam", "--augment", "0", "--out", str(out), str(path)])
 
 
 def test_cli_rejects_bad_arguments(tmp_path, capsys):
