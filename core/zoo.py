@@ -1,8 +1,10 @@
 """Model zoo: named specs (architecture, preprocessing, classes, CAM and embedding layers) and loading.
 
-Bundled models are safetensors files in ``models/`` whose metadata describes them; ImageNet models
-come from torchvision's weight API and need the internet once (offline they raise ModelUnavailable).
-Loaded models are cached per process and placed on CUDA when present.
+The one registry of CNN Lens (as torchvision's ``models._api`` or timm's ``create_model``): named models
+(bundled safetensors files in ``models/`` whose metadata describes them, torchvision ImageNet models, the digits
+CNN), torchvision architectures without weights, one cache of loaded models, one meaning of an untrained copy and
+one torch-hub-cache check. ImageNet weights come from torchvision's weight API and need the internet once (offline
+they raise ModelUnavailable). Loaded models are placed on CUDA when present.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import dataclasses
 import json
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,12 +177,92 @@ def _training_split(cfg: dict) -> TrainingSplit | None:
     return TrainingSplit(int(cfg["seed"]), float(cfg.get("val_fraction", 0.2)), per_class, cfg.get("val_digest"))
 
 
-# ---------------------------------------------------------------- torchvision ImageNet models
+# ---------------------------------------------------------------- torchvision architectures and ImageNet weights
+
+_NOT_CNN = ("vit_", "swin_", "maxvit")  # transformers: no convolutional feature map to explain
+
+
+def hub_cached(url: str) -> Path | None:
+    """The torch hub cache's copy of a weights URL, or None when it has not been downloaded (nothing is fetched)."""
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+    return cached if cached.is_file() else None
+
+
+def architecture_params(architecture: str) -> int:
+    """Parameters of a torchvision architecture with its ImageNet head, from its weights' metadata (nothing built);
+    0 when torchvision has no weights for it."""
+    try:
+        return int(next(iter(tvm.get_model_weights(architecture))).meta["num_params"])
+    except (ValueError, KeyError, StopIteration):
+        return 0
+
+
+def cnn_architectures(max_params: int | None = None) -> tuple[str, ...]:
+    """torchvision's convolutional classifiers (no transformers), optionally only those with at most
+    ``max_params`` parameters."""
+    return tuple(n for n in tvm.list_models(module=tvm)
+                 if not n.startswith(_NOT_CNN) and (max_params is None or architecture_params(n) <= max_params))
+
+
+# The architectures the lessons compare, with a line each: the bundled model's and classic torchvision CNNs.
+LESSON_ARCHITECTURES: dict[str, str] = {
+    BUNDLED: "the bundled chest X-ray ResNet-18 (width 32, 1 channel)",
+    "resnet18": "torchvision ResNet-18 (He et al. 2016)",
+    "vgg16": "torchvision VGG-16 (Simonyan & Zisserman 2015)",
+    "alexnet": "torchvision AlexNet (Krizhevsky et al. 2012, one-GPU variant)",
+    "mobilenet_v2": "torchvision MobileNetV2 (Sandler et al. 2018)",
+    "densenet121": "torchvision DenseNet-121 (Huang et al. 2017)",
+}
+
+
+def _check_architecture(name: str) -> None:
+    if name != BUNDLED and name not in tvm.list_models(module=tvm):
+        raise ValueError(f"Unknown architecture {name!r}; choose one of {', '.join(LESSON_ARCHITECTURES)} "
+                         "or another torchvision CNN.")
+
+
+def new_architecture(name: str, num_classes: int | None = None) -> nn.Module:
+    """The bundled model's architecture or a torchvision CNN, built with no weights (nothing is downloaded)."""
+    _check_architecture(name)
+    if name == BUNDLED:
+        return get_spec(BUNDLED).build()
+    kwargs: dict[str, object] = {} if num_classes is None else {"num_classes": num_classes}
+    if name in ("googlenet", "inception_v3"):  # their auxiliary heads only exist for training
+        kwargs |= {"aux_logits": False, "init_weights": False}
+    return getattr(tvm, name)(weights=None, **kwargs)
+
+
+def architecture_preprocessing(name: str) -> Preprocessing:
+    """Input channels, default size and normalisation of an architecture (ImageNet's for torchvision CNNs)."""
+    _check_architecture(name)
+    return get_spec(BUNDLED).preprocessing if name == BUNDLED else Preprocessing(224, 3, IMAGENET_MEAN, IMAGENET_STD)
+
+
+def build_architecture(name: str, seed: int = 0) -> nn.Module:
+    """An untrained copy of an architecture (the same meaning as ``untrained_copy``), in eval mode on the CPU."""
+    return _untrained(lambda: new_architecture(name), seed).eval()
+
+
+def trained_architecture(name: str) -> nn.Module:
+    """Trained weights on the CPU: the bundled model, or ImageNet weights only when already in the torch hub
+    cache (never downloads). Raises ModelUnavailable with a sentence saying why when there are none."""
+    _check_architecture(name)
+    if name == BUNDLED:
+        return load_model(BUNDLED, torch.device("cpu")).model
+    weights = tvm.get_model_weights(name).DEFAULT
+    cached = hub_cached(weights.url)
+    if cached is None:
+        raise ModelUnavailable(
+            f"ImageNet weights for {name} ({Path(weights.url).name}) are not in the torch hub cache and this lesson "
+            f"never downloads them (no internet here); trained weights are available for the bundled {BUNDLED}.")
+    model = new_architecture(name)
+    model.load_state_dict(torch.load(cached, map_location="cpu", weights_only=True))
+    return model.eval()
 
 
 def _imagenet_spec(name: str, arch: str, weights_enum: tvm.WeightsEnum, cam_layer: str, emb: str) -> ModelSpec:
     def build() -> nn.Module:
-        return getattr(tvm, arch)(weights=None)
+        return new_architecture(arch)
 
     def load_weights(model: nn.Module) -> None:
         try:
@@ -206,6 +289,8 @@ def _imagenet_spec(name: str, arch: str, weights_enum: tvm.WeightsEnum, cam_laye
     )
 
 
+# ---------------------------------------------------------------- the registry: every named model
+
 # zoo name -> (torchvision architecture, weights, CAM layer, embedding layer)
 _IMAGENET: dict[str, tuple[str, tvm.WeightsEnum, str, str]] = {
     "resnet18-imagenet": ("resnet18", tvm.ResNet18_Weights.IMAGENET1K_V1, "layer4", "avgpool"),
@@ -213,25 +298,39 @@ _IMAGENET: dict[str, tuple[str, tvm.WeightsEnum, str, str]] = {
                              "features.norm5"),
 }
 IMAGENET_MODELS = tuple(_IMAGENET)
+DIGITS = "digits-cnn"  # a teaching model for 8 x 8 digits (core.embed.digits), not for X-rays or photos
 
 
-def _registry() -> dict[str, ModelSpec]:
+def _digits_spec() -> ModelSpec:
+    from core.embed.digits import digits_spec  # imported when asked for: that module builds on this one
+
+    return digits_spec()
+
+
+def _factories(demos: bool) -> dict[str, Callable[[], ModelSpec]]:
+    """Name -> spec factory for every registered model (bundled first); ``demos`` adds the digits CNN.
+    Adding a model is one entry here."""
+    factories: dict[str, Callable[[], ModelSpec]] = {BUNDLED: lambda: spec_from_checkpoint(BUNDLED_WEIGHTS, BUNDLED)}
+    for name, args in _IMAGENET.items():
+        factories[name] = lambda name=name, args=args: _imagenet_spec(name, *args)
+    if demos:
+        factories[DIGITS] = _digits_spec
+    return factories
+
+
+def list_specs(demos: bool = False) -> dict[str, ModelSpec]:
+    """The specs that can be built here, by name (bundled first; a missing or corrupt bundled file is left out)."""
     specs: dict[str, ModelSpec] = {}
-    with contextlib.suppress(ModelUnavailable):  # get_spec("cxr-resnet18") reports why it is missing
-        specs[BUNDLED] = spec_from_checkpoint(BUNDLED_WEIGHTS, BUNDLED)
-    for name, (arch, weights, cam_layer, emb) in _IMAGENET.items():
-        specs[name] = _imagenet_spec(name, arch, weights, cam_layer, emb)
+    for name, factory in _factories(demos).items():
+        with contextlib.suppress(ModelUnavailable):  # get_spec(name) reports why it is missing
+            specs[name] = factory()
     return specs
 
 
-def list_specs() -> dict[str, ModelSpec]:
-    """The specs that can be built here, by name (bundled first; a missing or corrupt bundled file is left out)."""
-    return _registry()
-
-
-def model_names() -> list[str]:
-    """Every zoo name, usable here or not (bundled first): ``unavailable_reason`` says why one cannot be used."""
-    return [BUNDLED, *IMAGENET_MODELS]
+def model_names(demos: bool = False) -> list[str]:
+    """Every zoo name, usable here or not (bundled first): ``unavailable_reason`` says why one cannot be used.
+    ``demos`` adds the digits CNN, which reads 8 x 8 digits rather than X-rays or photos."""
+    return list(_factories(demos))
 
 
 def unavailable_reason(name: str) -> str | None:
@@ -242,38 +341,66 @@ def unavailable_reason(name: str) -> str | None:
         spec = get_spec(name)
     except ModelUnavailable as err:
         return str(err)
-    if spec.downloads_weights:
-        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(spec.weights_source).name
-        if not cached.is_file():
-            return (f"needs torchvision's ImageNet weights ({cached.name}), which are not in the torch hub cache "
-                    f"({cached.parent})")
+    if spec.downloads_weights and hub_cached(spec.weights_source) is None:
+        return (f"needs torchvision's ImageNet weights ({Path(spec.weights_source).name}), which are not in the "
+                f"torch hub cache ({Path(torch.hub.get_dir()) / 'checkpoints'})")
     return None
 
 
 def get_spec(name: str) -> ModelSpec:
-    """The spec for a zoo name or a path to a checkpoint written by ``core.train``."""
-    specs = _registry()
-    if name in specs:
-        return specs[name]
-    if name == BUNDLED:
-        return spec_from_checkpoint(BUNDLED_WEIGHTS, name)  # raises ModelUnavailable saying what is wrong
+    """The spec for a zoo name (the digits CNN included) or a path to a checkpoint written by ``core.train``;
+    ModelUnavailable saying what is wrong otherwise."""
+    factories = _factories(demos=True)
+    if name in factories:
+        return factories[name]()
     if name.endswith(".safetensors"):
         return spec_from_checkpoint(Path(name))
-    raise ModelUnavailable(f"Unknown model {name!r}; choose one of {', '.join(model_names())}.")
+    raise ModelUnavailable(f"Unknown model {name!r}; choose one of {', '.join(factories)}.")
 
 
-_CACHE: dict[tuple[str, str], LoadedModel] = {}
-_CACHE_LOCK = threading.Lock()
+# ---------------------------------------------------------------- loading, and the one cache
+
+
+_CACHE: OrderedDict[tuple[str, ...], LoadedModel] = OrderedDict()
+_CACHE_LOCK = threading.RLock()
+
+
+def cached(key: tuple[str, ...], make: Callable[[], LoadedModel], keep: int | None = None) -> LoadedModel:
+    """The process's one cache of loaded models: ``key``'s model, made once by ``make``.
+
+    Keys start with their kind ("zoo", "untrained", "user" ...); ``keep`` bounds how many of that kind stay
+    (least recently used dropped first), so uploads cannot fill the memory.
+    """
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = make()
+            if keep is not None:
+                same_kind = [k for k in _CACHE if k[0] == key[0]]
+                for old in same_kind[:-keep]:
+                    del _CACHE[old]
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
+
+
+def cached_only(key: tuple[str, ...]) -> LoadedModel | None:
+    """The cached model for ``key`` (marked as just used), or None when it was never loaded or was dropped."""
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            return None
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
 
 
 def load_model(name: str, device: torch.device | None = None) -> LoadedModel:
     """Load (once per process) a model in eval mode on ``device`` (default: CUDA if present)."""
     device = device or default_device()
-    key = (name, str(device))
-    with _CACHE_LOCK:
-        if key not in _CACHE:
-            _CACHE[key] = instantiate(get_spec(name), device)
-        return _CACHE[key]
+    return cached(("zoo", name, str(device)), lambda: instantiate(get_spec(name), device))
+
+
+def load_untrained(name: str, seed: int = 0, device: torch.device | None = None) -> LoadedModel:
+    """The named model's untrained copy (``untrained_copy``), made once per process for each seed and device."""
+    device = device or default_device()
+    return cached(("untrained", name, str(seed), str(device)), lambda: untrained_copy(get_spec(name), device, seed))
 
 
 def instantiate(spec: ModelSpec, device: torch.device | None = None) -> LoadedModel:
@@ -284,16 +411,29 @@ def instantiate(spec: ModelSpec, device: torch.device | None = None) -> LoadedMo
     return LoadedModel(spec, model.to(device).eval(), device)
 
 
+def _untrained(build: Callable[[], nn.Module], seed: int) -> nn.Module:
+    """What "untrained" means everywhere in CNN Lens: the architecture's seeded initialisation with every
+    BatchNorm scale 1. The bundled model zero-initialises each residual branch's last BatchNorm (a training
+    trick: each block starts as the identity); that is undone, so an untrained copy is the standard random
+    network (as Luo et al. study) rather than one whose residual branches are switched off."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build()
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d) and module.weight is not None:
+            nn.init.ones_(module.weight)
+    return model
+
+
 def untrained_copy(spec: ModelSpec, device: torch.device | None = None, seed: int = 0) -> LoadedModel:
-    """The spec's architecture with seeded random initial weights, for trained-vs-untrained comparisons.
+    """The spec's architecture untrained (seeded random initial weights; see ``_untrained``), for
+    trained-vs-untrained comparisons.
 
     It trained on nothing, so its spec records no training split. The global RNG is forked, so callers' random
     streams are unaffected.
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = spec.build()
     device = device or default_device()
+    model = _untrained(spec.build, seed)
     return LoadedModel(dataclasses.replace(spec, training_split=None), model.to(device).eval(), device)
 
 

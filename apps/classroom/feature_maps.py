@@ -13,7 +13,7 @@ from apps.image_picker import pick_image
 from core.explain.render import overlay
 from core.hooks import spatial_layers
 from core.lessons import features as F
-from core.zoo import LoadedModel, denormalise, get_spec, predict, preprocess, untrained_copy
+from core.zoo import LoadedModel, denormalise, load_untrained, predict, preprocess
 
 page_header(
     "Feature maps and filters",
@@ -26,11 +26,6 @@ page_header(
 
 
 # ------------------------------------------------------------------------------------ cached building blocks
-@st.cache_resource(show_spinner=False)
-def _untrained(name: str) -> LoadedModel:
-    return untrained_copy(get_spec(name), seed=0)
-
-
 @st.cache_data(show_spinner=False, max_entries=64)
 def _maps(model_key: str, image_key: str, layer: str, _model: LoadedModel, _x: object) -> F.FeatureMaps:
     return F.feature_maps(_model.model, _x, layer)
@@ -153,7 +148,7 @@ with side:
 
 # ------------------------------------------------------------------------------------ filters
 st.subheader("Learned filters of the first layer")
-untrained = _untrained(model_name)
+untrained = load_untrained(model_name)
 symmetric = st.toggle("Zero = mid-grey", value=False, key="fm_symmetric",
                       help="On: one scale per filter centred on zero, so excitatory (bright) and inhibitory (dark) "
                            "parts read directly. Off: each filter stretched from its minimum to its maximum.")

@@ -13,6 +13,7 @@ from plotly.subplots import make_subplots
 
 from apps.common import page_footer, page_header
 from apps.image_picker import decode, pick_image, xray_paths
+from core import zoo
 from core.data import data_dir
 from core.lessons import receptive_field as rf
 from core.lessons.conv import SAMPLES, sample_image
@@ -43,9 +44,9 @@ def _analysis(net: Network, size: int) -> rf.Analysis:
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _model(net: Network, trained: bool) -> torch.nn.Module:
     if isinstance(net, str):
-        return rf.trained_architecture(net) if trained else rf.build_architecture(net)
+        return zoo.trained_architecture(net) if trained else zoo.build_architecture(net)
     if trained:
-        raise ModelUnavailable(f"A hand-built stack has no trained weights: pick {rf.BUNDLED} to compare.")
+        raise ModelUnavailable(f"A hand-built stack has no trained weights: pick {zoo.BUNDLED} to compare.")
     return rf.stack_module(net)
 
 
@@ -56,7 +57,7 @@ def _probe(net: Network, trained: bool, node: str) -> torch.nn.Module:
 
 def _prep(net: Network, size: int) -> Preprocessing:
     if isinstance(net, str):
-        base = rf.architecture_preprocessing(net)
+        base = zoo.architecture_preprocessing(net)
         return Preprocessing(size, base.channels, base.mean, base.std)
     return Preprocessing(size, 1, (0.0,), (1.0,))
 
@@ -279,10 +280,10 @@ with net_col:
         net: Network | None = _stack_editor()
         size = st.number_input("Input size (px)", 8, 512, 96, step=8, key="rf_stack_size")
     else:
-        net = st.selectbox("Architecture", list(rf.ARCHITECTURES), key="rf_arch",
-                           format_func=lambda n: f"{n}: {rf.ARCHITECTURES[n]}")
+        net = st.selectbox("Architecture", list(zoo.LESSON_ARCHITECTURES), key="rf_arch",
+                           format_func=lambda n: f"{n}: {zoo.LESSON_ARCHITECTURES[n]}")
         size = st.select_slider("Input size (px)", [64, 96, 128, 160, 192, 224, 256, 320],
-                                value=rf.architecture_preprocessing(net).size, key=f"rf_size_{net}")
+                                value=zoo.architecture_preprocessing(net).size, key=f"rf_size_{net}")
 with image_col:
     picked = pick_image("rf", fallback="camera")
 

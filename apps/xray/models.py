@@ -2,18 +2,19 @@
 
 A user checkpoint is a torchvision architecture plus a weights file (``.pt``/``.pth`` state dict or
 ``.safetensors``) plus class names; a CNN Lens checkpoint (safetensors written by ``core.train``) carries
-its own config. Loaded user models live in a small LRU so memory stays bounded however many are uploaded.
+its own config (kept whole, its training split included). Models come from
+core.zoo's registry and live in its one cache; user models hold at most MAX_USER_MODELS places there, so memory
+stays bounded however many are uploaded.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import math
 import pickle
-import threading
 import zipfile
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,6 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from torch import nn
-from torchvision import models as tvm
 
 from core.explain.base import last_spatial_layer
 from core.zoo import (
@@ -34,10 +34,15 @@ from core.zoo import (
     ModelSpec,
     ModelUnavailable,
     Preprocessing,
+    architecture_params,
+    cached,
+    cached_only,
+    cnn_architectures,
     get_spec,
     instantiate,
     load_model,
     model_names,
+    new_architecture,
     read_checkpoint_config,
     spec_from_checkpoint,
     unavailable_reason,
@@ -53,20 +58,9 @@ MAX_CLASS_NAME = 100
 WIDTH_RANGE = (4, 128)
 INPUT_SIZE_RANGE = (16, 1024)
 TORCHVISION_SIZE_RANGE = (32, 1024)  # torchvision CNNs downsample 32x: smaller inputs leave no map to explain
-_NOT_CNN = ("vit_", "swin_", "maxvit")  # transformers: no convolutional feature map to explain
-
-
-def _params(architecture: str) -> int:
-    """Parameters of a torchvision architecture with its ImageNet head, from its weights' metadata (nothing built)."""
-    try:
-        return int(next(iter(tvm.get_model_weights(architecture))).meta["num_params"])
-    except (ValueError, KeyError, StopIteration):
-        return 0
-
 
 # torchvision CNNs whose float32 weights fit the weights cap (convnext_large and regnet_y_128gf do not)
-ARCHITECTURES: tuple[str, ...] = tuple(n for n in tvm.list_models(module=tvm)
-                                       if not n.startswith(_NOT_CNN) and 4 * _params(n) <= MAX_WEIGHTS_BYTES)
+ARCHITECTURES: tuple[str, ...] = cnn_architectures(max_params=MAX_WEIGHTS_BYTES // 4)
 
 
 @dataclass(frozen=True)
@@ -105,19 +99,14 @@ def zoo_status() -> ZooStatus:
     return ZooStatus(tuple(available), unavailable)
 
 
-_USER: OrderedDict[str, LoadedModel] = OrderedDict()
-_USER_LOCK = threading.Lock()
-
-
 def get_model(key: str) -> LoadedModel:
     """A zoo model by name or a loaded user model by its key; ModelUnavailable when gone or unloadable."""
     if key.startswith(USER_PREFIX):
-        with _USER_LOCK:
-            if key not in _USER:
-                raise ModelUnavailable("Your checkpoint is no longer loaded (the server keeps the last "
-                                       f"{MAX_USER_MODELS}); load it again.")
-            _USER.move_to_end(key)
-            return _USER[key]
+        loaded = cached_only(("user", key))  # user models share core.zoo's cache, at most MAX_USER_MODELS of them
+        if loaded is None:
+            raise ModelUnavailable("Your checkpoint is no longer loaded (the server keeps the last "
+                                   f"{MAX_USER_MODELS}); load it again.")
+        return loaded
     return load_model(key)
 
 
@@ -205,15 +194,8 @@ def load_user_checkpoint(path: Path, architecture: str, class_names: str, input_
     spec = _cnnlens_spec(path, data, digest) or _torchvision_spec(data, architecture, class_names, input_size,
                                                                   digest)
     key = f"{USER_PREFIX}{spec.name}"
-    with _USER_LOCK:
-        if key in _USER:
-            _USER.move_to_end(key)
-            loaded = _USER[key]
-        else:
-            loaded = instantiate(spec)  # reads the weights now, while the upload still exists
-            _USER[key] = loaded
-            while len(_USER) > MAX_USER_MODELS:
-                _USER.popitem(last=False)
+    # instantiate reads the weights now, while the upload still exists
+    loaded = cached(("user", key), lambda: instantiate(spec), keep=MAX_USER_MODELS)
     prep = loaded.spec.preprocessing
     sample = torch.zeros(1, prep.channels, prep.size, prep.size, device=loaded.device)
     return key, loaded, last_spatial_layer(loaded.model, sample)
@@ -237,8 +219,7 @@ def _cnnlens_spec(path: Path, data: bytes, digest: str) -> ModelSpec | None:
     def load_weights(model: nn.Module) -> None:
         _load_state(model, state)
 
-    return ModelSpec(spec.name, spec.description, spec.architecture, spec.preprocessing, spec.class_names,
-                     spec.cam_layer, spec.embedding_layer, spec.build, load_weights, "uploaded file")
+    return dataclasses.replace(spec, load_weights=load_weights, weights_source="uploaded file")
 
 
 def _torchvision_spec(data: bytes, architecture: str, class_text: str, input_size: int, digest: str) -> ModelSpec:
@@ -250,20 +231,20 @@ def _torchvision_spec(data: bytes, architecture: str, class_text: str, input_siz
         raise ValueError(f"Input size must be a whole number of pixels from {low} to {high}.")
     # A state dict holds the parameters and buffers (float32: 4 bytes each); a training checkpoint may add an
     # optimiser's state (Adam: twice the parameters) and float64 copies, hence the headroom.
-    expected = 4 * (_params(architecture) or MAX_WEIGHTS_BYTES // 4)
+    expected = 4 * (architecture_params(architecture) or MAX_WEIGHTS_BYTES // 4)
     state = _read_state_dict(data, min(MAX_WEIGHTS_BYTES, 4 * expected + 16 * 2**20))
 
     def build() -> nn.Module:
-        kwargs = {"aux_logits": False, "init_weights": False} if architecture in ("googlenet", "inception_v3") else {}
-        return getattr(tvm, architecture)(weights=None, num_classes=len(classes), **kwargs)
+        return new_architecture(architecture, num_classes=len(classes))
 
     def load_weights(model: nn.Module) -> None:
         _load_state(model, state)
 
     cam_layer = _cam_layer(build, input_size)
-    return ModelSpec(f"{architecture}-{digest}", f"Your {architecture} checkpoint", architecture,
-                     Preprocessing(input_size, 3, IMAGENET_MEAN, IMAGENET_STD), classes, cam_layer, cam_layer,
-                     build, load_weights, "uploaded file")
+    return ModelSpec(name=f"{architecture}-{digest}", description=f"Your {architecture} checkpoint",
+                     architecture=architecture, preprocessing=Preprocessing(input_size, 3, IMAGENET_MEAN, IMAGENET_STD),
+                     class_names=classes, cam_layer=cam_layer, embedding_layer=cam_layer, build=build,
+                     load_weights=load_weights, weights_source="uploaded file")
 
 
 def _cam_layer(build: Callable[[], nn.Module], input_size: int) -> str:

@@ -18,17 +18,13 @@ from __future__ import annotations
 import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
-from torchvision import models as tvm
 from torchvision.models.feature_extraction import NodePathTracer
-
-from core.zoo import BUNDLED, IMAGENET_MEAN, IMAGENET_STD, ModelUnavailable, Preprocessing, get_spec, load_model
 
 LayerKind = Literal["conv", "maxpool", "avgpool"]
 LAYER_KINDS: tuple[LayerKind, ...] = ("conv", "maxpool", "avgpool")
@@ -454,70 +450,6 @@ def unit_field(analysis: Analysis, node: str, unit: tuple[int, int]) -> UnitFiel
     clip_r = (max(rows[0], 0), min(rows[1], h - 1))
     clip_c = (max(cols[0], 0), min(cols[1], w - 1))
     return UnitField(node, (i, j), rows, cols, clip_r, clip_c, (f.centre(i), f.centre(j)))
-
-
-# ---------------------------------------------------------------- real architectures
-
-ARCHITECTURES: dict[str, str] = {
-    BUNDLED: "the bundled chest X-ray ResNet-18 (width 32, 1 channel)",
-    "resnet18": "torchvision ResNet-18 (He et al. 2016)",
-    "vgg16": "torchvision VGG-16 (Simonyan & Zisserman 2015)",
-    "alexnet": "torchvision AlexNet (Krizhevsky et al. 2012, one-GPU variant)",
-    "mobilenet_v2": "torchvision MobileNetV2 (Sandler et al. 2018)",
-    "densenet121": "torchvision DenseNet-121 (Huang et al. 2017)",
-}
-
-
-def architecture_preprocessing(name: str) -> Preprocessing:
-    """Input channels, default size and normalisation of an architecture."""
-    if name == BUNDLED:
-        return get_spec(BUNDLED).preprocessing
-    _check_name(name)
-    return Preprocessing(224, 3, IMAGENET_MEAN, IMAGENET_STD)
-
-
-def _check_name(name: str) -> None:
-    if name not in ARCHITECTURES:
-        raise ValueError(f"Unknown architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}.")
-
-
-def build_architecture(name: str, seed: int = 0) -> nn.Module:
-    """An untrained copy (weights=None, nothing downloaded) in eval mode on the CPU, seeded.
-
-    The bundled model zero-initialises each residual branch's last BatchNorm (so an untrained block is the
-    identity); that is reset to 1 here so the random baseline matches the standard initialisation Luo et al.
-    studied rather than a network whose residual branches are switched off.
-    """
-    _check_name(name)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        if name == BUNDLED:
-            model = get_spec(BUNDLED).build()
-            for module in model.modules():
-                if isinstance(module, nn.BatchNorm2d):
-                    nn.init.ones_(module.weight)
-        else:
-            model = getattr(tvm, name)(weights=None)
-    return model.eval()
-
-
-def trained_architecture(name: str) -> nn.Module:
-    """Trained weights: the bundled model, or ImageNet weights only if already in torch's cache (never downloads).
-
-    Raises ModelUnavailable with a sentence saying why when there are none.
-    """
-    _check_name(name)
-    if name == BUNDLED:
-        return load_model(BUNDLED, torch.device("cpu")).model
-    weights = tvm.get_model_weights(name).DEFAULT
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
-    if not cached.is_file():
-        raise ModelUnavailable(
-            f"ImageNet weights for {name} ({cached.name}) are not in the torch hub cache and this lesson never "
-            f"downloads them (no internet here); trained weights are available for the bundled {BUNDLED}.")
-    model = getattr(tvm, name)(weights=None)
-    model.load_state_dict(torch.load(cached, map_location="cpu", weights_only=True))
-    return model.eval()
 
 
 # ---------------------------------------------------------------- effective receptive field (Luo et al. 2016)

@@ -137,3 +137,30 @@ def test_a_bundled_checkpoint_with_out_of_range_metadata_is_unavailable_with_its
     status = zoo_status()
     assert "cxr-resnet18" not in status.available
     assert "input_size 6000; this app accepts 16 to 1024" in status.unavailable["cxr-resnet18"]
+
+
+def _tiny_cnnlens_checkpoint(path: Path, init_seed: int, **config: object) -> Path:
+    torch.manual_seed(init_seed)
+    state = {k: v.contiguous() for k, v in WideResNet18(width=4, in_channels=1, num_classes=2).state_dict().items()}
+    save_file(state, str(path), metadata={"cnnlens": json.dumps({**GOOD, "width": 4, **config})})
+    return path
+
+
+def test_user_models_share_the_zoo_cache_and_only_the_newest_stay(tmp_path):
+    keys = [load_user_checkpoint(_tiny_cnnlens_checkpoint(tmp_path / f"m{i}.safetensors", i), "", "")[0]
+            for i in range(models.MAX_USER_MODELS + 1)]
+    assert len(set(keys)) == len(keys)
+    with pytest.raises(core.zoo.ModelUnavailable, match="no longer loaded"):
+        models.get_model(keys[0])  # the oldest was dropped
+    for key in keys[1:]:
+        assert models.get_model(key) is core.zoo.cached_only(("user", key))
+
+
+def test_an_uploaded_cnnlens_checkpoint_keeps_its_whole_spec(tmp_path):
+    """The spec is copied with dataclasses.replace: the training split its config records is not dropped."""
+    validation = {"confusion_matrix": [[3, 1], [0, 5]]}
+    path = _tiny_cnnlens_checkpoint(tmp_path / "split.safetensors", 0, seed=7, val_fraction=0.25,
+                                    validation=validation)
+    _, loaded, _ = load_user_checkpoint(path, "", "")
+    assert loaded.spec.training_split == core.zoo.TrainingSplit(7, 0.25, (4, 5), None)
+    assert loaded.spec.weights_source == "uploaded file"

@@ -9,6 +9,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
+from core import zoo
 from core.data import CLASS_NAMES, data_dir, index_folder
 from core.io import load_image
 from core.lessons import receptive_field as rf
@@ -16,7 +17,7 @@ from core.lessons.conv import sample_image
 from core.zoo import get_spec, load_model, preprocess
 from tests.helpers import chart, first_run, plotly_array, run
 
-SIZE = get_spec(rf.BUNDLED).preprocessing.size  # the bundled model's input side, the page's default
+SIZE = get_spec(zoo.BUNDLED).preprocessing.size  # the bundled model's input side, the page's default
 
 
 def fresh() -> AppTest:
@@ -175,7 +176,7 @@ def test_erf_of_random_and_trained_weights(page):
     heat = erf_maps(at)
     assert len(heat) == 2
     centre = SIZE // 32 // 2  # the page's default unit: the middle of the grid
-    box = rf.unit_field(rf.analyse_module(rf.build_architecture(rf.BUNDLED), SIZE), "layer4.1.add", (centre, centre))
+    box = rf.unit_field(rf.analyse_module(zoo.build_architecture(zoo.BUNDLED), SIZE), "layer4.1.add", (centre, centre))
     for erf, radius in zip(heat, table.iloc[:, 1], strict=True):
         assert erf.shape == (SIZE, SIZE) and erf.sum() == pytest.approx(1.0)
         assert radius == round(rf.mass_radius(erf, box.centre, 0.9), 1)
@@ -199,8 +200,8 @@ def test_erf_map_equals_autograd_through_a_forward_hook():
     shown = erf_maps(at)[1]  # trained weights
 
     image = load_image(index_folder(root, CLASS_NAMES).paths[0]).array if root else sample_image("camera")
-    model = load_model(rf.BUNDLED, torch.device("cpu")).model
-    x = preprocess(image, get_spec(rf.BUNDLED).preprocessing).requires_grad_(True)
+    model = load_model(zoo.BUNDLED, torch.device("cpu")).model
+    x = preprocess(image, get_spec(zoo.BUNDLED).preprocessing).requires_grad_(True)
     captured = {}
     hook = model.layer3[0].conv2.register_forward_hook(lambda m, a, out: captured.setdefault("out", out))
     try:

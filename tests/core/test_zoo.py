@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import torch
 
 from core import zoo
 from core.io import LoadedImage
+from tests.explain.devices import DEVICES
 
 
 @pytest.mark.parametrize("name", sorted(zoo.list_specs()))
@@ -128,3 +130,88 @@ def test_untrained_copy_is_seeded_differs_from_the_trained_model_and_claims_no_s
     assert not torch.equal(a.model.conv1.weight.cpu(), zoo.load_model(zoo.BUNDLED).model.conv1.weight.cpu())
     assert not a.model.training
     assert spec.training_split is not None and a.spec.training_split is None  # it never trained on anything
+
+
+def test_one_registry_lists_the_digits_cnn_only_for_demos():
+    from core.embed.digits import DIGITS_MODEL
+
+    assert zoo.DIGITS == DIGITS_MODEL
+    assert zoo.DIGITS not in zoo.model_names() and zoo.model_names(demos=True)[-1] == zoo.DIGITS
+    assert zoo.model_names(demos=True)[:-1] == zoo.model_names() == [zoo.BUNDLED, *zoo.IMAGENET_MODELS]
+    assert zoo.get_spec(zoo.DIGITS).name == zoo.DIGITS  # every registered name resolves through get_spec
+
+
+def test_loaded_and_untrained_models_come_from_one_cache():
+    cpu = torch.device("cpu")
+    assert zoo.load_model(zoo.BUNDLED, cpu) is zoo.cached_only(("zoo", zoo.BUNDLED, "cpu"))
+    first = zoo.load_untrained(zoo.BUNDLED, seed=5, device=cpu)
+    assert zoo.load_untrained(zoo.BUNDLED, seed=5, device=cpu) is first
+    assert zoo.load_untrained(zoo.BUNDLED, seed=6, device=cpu) is not first
+    fresh = zoo.untrained_copy(zoo.get_spec(zoo.BUNDLED), cpu, seed=5)
+    torch.testing.assert_close(first.model.conv1.weight, fresh.model.conv1.weight)
+
+
+def test_the_cache_keeps_only_the_newest_of_a_bounded_kind():
+    made = []
+
+    def make(i: int) -> zoo.LoadedModel:
+        made.append(i)
+        return zoo.untrained_copy(zoo.get_spec(zoo.BUNDLED), torch.device("cpu"), seed=i)
+
+    for i in range(3):
+        zoo.cached(("test-bounded", str(i)), lambda i=i: make(i), keep=2)
+    zoo.cached(("test-bounded", "1"), lambda: make(99), keep=2)  # a hit: not made again, now the newest
+    zoo.cached(("test-bounded", "3"), lambda: make(3), keep=2)
+    assert made == [0, 1, 2, 3]
+    assert [zoo.cached_only(("test-bounded", str(i))) is not None for i in range(4)] == [False, True, False, True]
+
+
+def test_untrained_has_one_meaning_every_batchnorm_scale_one():
+    """The bundled model zero-initialises residual BatchNorm scales; an untrained copy (and an untrained
+    architecture) switches them on, in every entry point."""
+    assert any(float(m.weight.detach().min()) == 0.0 for m in zoo.get_spec(zoo.BUNDLED).build().modules()
+               if isinstance(m, torch.nn.BatchNorm2d))
+    cpu, spec = torch.device("cpu"), zoo.get_spec(zoo.BUNDLED)
+    for model in (zoo.untrained_copy(spec, cpu).model, zoo.build_architecture(zoo.BUNDLED),
+                  zoo.load_untrained(zoo.BUNDLED, device=cpu).model):
+        scales = [m.weight for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        assert scales and all(bool((w == 1).all()) for w in scales)
+    torch.testing.assert_close(zoo.build_architecture(zoo.BUNDLED, seed=2).conv1.weight,
+                               zoo.untrained_copy(spec, cpu, seed=2).model.conv1.weight)
+
+
+def test_architectures_are_listed_built_and_checked_in_one_place(tmp_path, monkeypatch):
+    small = zoo.cnn_architectures(max_params=3_000_000)
+    assert "mobilenet_v3_small" in small and "resnet18" not in small  # 2.5 M and 11.7 M parameters
+    assert not any(n.startswith(("vit_", "swin_")) for n in zoo.cnn_architectures())
+    assert set(zoo.LESSON_ARCHITECTURES) - {zoo.BUNDLED} <= set(zoo.cnn_architectures())
+    assert zoo.new_architecture("googlenet", num_classes=3).fc.out_features == 3
+    with pytest.raises(ValueError, match="Unknown architecture"):
+        zoo.new_architecture("no-such-net")
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    assert zoo.hub_cached(zoo.get_spec("resnet18-imagenet").weights_source) is None
+    assert "not in the torch hub cache" in zoo.unavailable_reason("resnet18-imagenet")
+    (tmp_path / "checkpoints").mkdir()
+    name = Path(zoo.get_spec("resnet18-imagenet").weights_source).name
+    (tmp_path / "checkpoints" / name).write_bytes(b"")
+    assert zoo.hub_cached(zoo.get_spec("resnet18-imagenet").weights_source) == tmp_path / "checkpoints" / name
+    assert zoo.unavailable_reason("resnet18-imagenet") is None
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_models_load_preprocess_and_predict_on_every_device(device):
+    """The bundled model, its untrained copy and preprocessing on each device agree with the CPU."""
+    dev, cpu = torch.device(device), torch.device("cpu")
+    spec = zoo.get_spec(zoo.BUNDLED)
+    image = LoadedImage(np.random.default_rng(0).random((300, 250), dtype=np.float32))
+    x = zoo.preprocess(image, spec.preprocessing, dev)
+    assert x.device.type == device
+    torch.testing.assert_close(x.cpu(), zoo.preprocess(image, spec.preprocessing))
+    for on_device, on_cpu in ((zoo.load_model(zoo.BUNDLED, dev), zoo.load_model(zoo.BUNDLED, cpu)),
+                              (zoo.load_untrained(zoo.BUNDLED, 0, dev), zoo.load_untrained(zoo.BUNDLED, 0, cpu))):
+        assert on_device.device == dev and next(on_device.model.parameters()).device.type == device
+        p = zoo.predict(on_device, x)
+        assert p.device.type == device
+        torch.testing.assert_close(p.cpu(), zoo.predict(on_cpu, x.cpu()), atol=1e-4, rtol=1e-3)
+    np.testing.assert_allclose(zoo.denormalise(x, spec.preprocessing), zoo.denormalise(x.cpu(), spec.preprocessing),
+                               atol=1e-6)

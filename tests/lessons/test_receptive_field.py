@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from torch import nn
 from torchvision import models as tvm
 
+from core import zoo
 from core.lessons import receptive_field as rf
 from core.zoo import ModelUnavailable
 
@@ -229,7 +230,7 @@ def test_unit_field_clips_to_the_image_and_reports_padding():
 
 @pytest.fixture(scope="module")
 def nets() -> dict[str, nn.Module]:
-    return {name: rf.build_architecture(name) for name in rf.ARCHITECTURES}
+    return {name: zoo.build_architecture(name) for name in zoo.LESSON_ARCHITECTURES}
 
 
 def slim_densenet121() -> nn.Module:
@@ -251,11 +252,11 @@ EXPECTED_RF = {"cxr-resnet18": 435, "resnet18": 435, "vgg16": 212, "alexnet": 19
                "densenet121": 2071}
 
 
-@pytest.mark.parametrize("name", list(rf.ARCHITECTURES))
+@pytest.mark.parametrize("name", list(zoo.LESSON_ARCHITECTURES))
 def test_architecture_fields_equal_autograd_support(name, nets):
     """Centre unit of the last spatial node, on a tall thin input (rows hold the whole field, columns are clipped)."""
     model = slim_densenet121() if name == "densenet121" else nets[name]
-    channels = rf.architecture_preprocessing(name).channels
+    channels = zoo.architecture_preprocessing(name).channels
     width = 32 if name != "alexnet" else 64  # AlexNet needs 63 px to keep one column
     n, analysis = centred_input_size(lambda h: rf.analyse_module(model, (h, width)),
                                      start=EXPECTED_RF[name] + 64, limit=EXPECTED_RF[name] + 256)
@@ -377,9 +378,9 @@ def test_erf_equals_a_hook_based_gradient(nets, resnet_inputs):
     assert erf.sum() == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("name", list(rf.ARCHITECTURES))
+@pytest.mark.parametrize("name", list(zoo.LESSON_ARCHITECTURES))
 def test_erf_never_leaves_the_theoretical_field(name, nets):
-    prep = rf.architecture_preprocessing(name)
+    prep = zoo.architecture_preprocessing(name)
     size = 64  # small: the check is exact at any size (AlexNet needs 63 px)
     analysis = rf.analyse_module(nets[name], size)
     node = analysis.rows[len(analysis.rows) * 2 // 3].name  # a middle-deep node, so the field fits partly inside
@@ -394,10 +395,10 @@ def test_erf_never_leaves_the_theoretical_field(name, nets):
 
 
 def test_trained_and_random_erf_of_the_bundled_model_differ():
-    name = rf.BUNDLED
-    prep = rf.architecture_preprocessing(name)
-    trained = rf.trained_architecture(name)
-    random = rf.build_architecture(name)
+    name = zoo.BUNDLED
+    prep = zoo.architecture_preprocessing(name)
+    trained = zoo.trained_architecture(name)
+    random = zoo.build_architecture(name)
     analysis = rf.analyse_module(random, prep.size)
     node = "layer3.1.add"
     row = analysis.row(node)
@@ -412,14 +413,14 @@ def test_trained_and_random_erf_of_the_bundled_model_differ():
 
 
 def test_untrained_bundled_model_has_its_residual_branches_switched_on():
-    model = rf.build_architecture(rf.BUNDLED)
+    model = zoo.build_architecture(zoo.BUNDLED)
     assert all(float(m.weight.detach().min()) == 1.0 for m in model.modules() if isinstance(m, nn.BatchNorm2d))
 
 
 def test_imagenet_weights_are_never_downloaded(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     with pytest.raises(ModelUnavailable, match="never downloads"):
-        rf.trained_architecture("resnet18")
+        zoo.trained_architecture("resnet18")
     assert not any(tmp_path.iterdir())
 
 
