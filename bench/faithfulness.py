@@ -18,10 +18,11 @@ baseline that separates maps from random best is chosen by measurement (``summar
 method, the share of images won under each metric (deletion and insertion at the chosen baseline) and the median
 margin. ``core.explain.quality.FAITHFULNESS`` carries that table for the app's readings.
 
-On the first ``--sanity-images`` films each map also gets the randomisation sanity check (``quality.sanity_check``
-with ``--sanity-copies`` copies, the app's layers): the table's ``sanity`` column is the median over films of the
-median |rho| between the map and the maps of the randomised copies (0: the map changes completely with the model,
-as it should; near 1: it does not depend on what the model learnt). ``quality.SANITY`` carries it.
+``--sanity`` measures the randomisation sanity check instead, on the first ``--images`` of the same films
+(``quality.sanity_check`` with ``--sanity-copies`` copies, the app's randomised layers, the same cheap settings):
+per method the median over films of the median |rho| between the map and the maps of the randomised copies (0: the
+map changes completely with the model, as it should; near 1: it does not depend on what the model learnt).
+``quality.SANITY`` carries it.
 
 Cheap settings keep the run affordable on two shared CPU cores (one torch thread: two contend badly there):
 Score-CAM 64 channels, SmoothGrad 10 samples, Integrated Gradients 16 steps, GradientSHAP 8 samples, occlusion
@@ -32,7 +33,8 @@ XGrad-CAM and Grad-CAM equal CAM on the bundled GAP network). The recorded run (
 29 minutes; ROAD's sparse solves are about half of it.
 
     python -m bench.faithfulness [--json] [--images 50] [--methods grad_cam,lime] [--baselines blur,mean,zero]
-                                 [--baseline-images 20] [--sanity-images 10] [--sanity-copies 3]
+                                 [--baseline-images 20]
+    python -m bench.faithfulness --sanity --images 10 [--sanity-copies 3] [--methods ...]
                                  [--threads 1] [--save FILE | --load FILE]
 """
 
@@ -73,7 +75,6 @@ REFERENCE_GRID = 10  # as the X-ray app (apps/xray/analysis.py)
 STEPS = 10
 BASELINES = ("blur", "mean", "zero")
 BASELINE_IMAGES = 20
-SANITY_IMAGES = 10
 SANITY_COPIES = 3
 FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
 METRICS = ("deletion", "insertion", "road_morf", "road_lerf", "road")
@@ -120,13 +121,10 @@ def same_map(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def measure(images: int, methods: Sequence[str], baselines: Sequence[str], steps: int,
-            fractions: Sequence[float], baseline_images: int = BASELINE_IMAGES, sanity_images: int = SANITY_IMAGES,
-            sanity_copies: int = SANITY_COPIES) -> dict[str, Any]:
+            fractions: Sequence[float], baseline_images: int = BASELINE_IMAGES) -> dict[str, Any]:
     """Per image: each method's figures and the random maps' figures (mean and spread). Every baseline is
     measured on the first ``baseline_images`` images, which choose one per curve (``choose``); the rest get the
-    chosen ones only; the first ``sanity_images`` get the sanity check's median |rho| over ``sanity_copies``
-    copies. A map equal to an earlier method's up to scale (``same_map``) reuses its figures (the twins here,
-    CAM variants on a network ending in global average pooling and a linear layer, stay equal on every copy)."""
+    chosen ones only. A map equal to an earlier method's up to scale (``same_map``) reuses its figures."""
     torch.manual_seed(0)
     loaded = load_model(BUNDLED, torch.device("cpu"))
     paths = pick_images(images)
@@ -154,9 +152,6 @@ def measure(images: int, methods: Sequence[str], baselines: Sequence[str], steps
             else:
                 seen.append((method, e.heatmap))
                 record["methods"][method] = figures(loaded, x, e.heatmap, target, used, steps, fractions)
-                if i < sanity_images:
-                    record["methods"][method]["sanity"] = quality.sanity_check(loaded, x, e,
-                                                                               copies=sanity_copies).median
             bar.update()
         randoms = [figures(loaded, x, quality.random_map(shape, s, REFERENCE_GRID), target, used, steps, fractions)
                    for s in REFERENCE_SEEDS]
@@ -167,8 +162,7 @@ def measure(images: int, methods: Sequence[str], baselines: Sequence[str], steps
         records.append(record)
     bar.close()
     return {"model": BUNDLED, "images": len(paths), "methods": list(methods), "baselines": list(baselines),
-            "baseline_images": min(baseline_images, len(paths)), "sanity_images": min(sanity_images, len(paths)),
-            "sanity_copies": sanity_copies, "steps": steps, "fractions": list(fractions),
+            "baseline_images": min(baseline_images, len(paths)), "steps": steps, "fractions": list(fractions),
             "reference": {"seeds": list(REFERENCE_SEEDS), "grid": REFERENCE_GRID},
             "settings": {m: settings(m) for m in methods}, "input_size": loaded.spec.preprocessing.size,
             "threads": torch.get_num_threads(), "wall_seconds": time.perf_counter() - started,
@@ -230,8 +224,6 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
             row[metric] = _share(records, m, key)
             row[f"{metric}_margin"] = float(np.median([_margin(key, r["methods"][m][key], r["random"][key])
                                                        for r in records]))
-        sanity = [r["methods"][m]["sanity"] for r in records if "sanity" in r["methods"][m]]
-        row["sanity"] = float(np.median(sanity)) if sanity else None
         row["seconds"] = float(np.median([r["seconds"][m] for r in records]))
         same = [r.get("same_as", {}).get(m) for r in records]
         row["same_as"] = same[0] if same[0] and all(s == same[0] for s in same) else None
@@ -254,12 +246,41 @@ def report(result: dict[str, Any], summary: dict[str, Any]) -> str:
                                             "median_gap_in_random_sd", "random_auc", "agrees_with_road"]),
              f"chosen: deletion -> {chosen['deletion']}, insertion -> {chosen['insertion']}", "",
              f"Share of images where the map beats random (deletion/{chosen['deletion']}, insertion/"
-             f"{chosen['insertion']}, ROAD MoRF, LeRF, combined), median margin over random, and the sanity "
-             f"check's median |rho| on the first {result.get('sanity_images', 0)} films "
-             f"({result.get('sanity_copies', '?')} randomised copies each):"]
-    columns = ["method", *METRICS, *(f"{m}_margin" for m in METRICS), "sanity", "seconds", "same_as"]
+             f"{chosen['insertion']}, ROAD MoRF, LeRF, combined) and median margin over random:"]
+    columns = ["method", *METRICS, *(f"{m}_margin" for m in METRICS), "seconds", "same_as"]
     lines.append(table(summary["methods"], columns))
     return "\n".join(lines)
+
+
+def measure_sanity(images: int, methods: Sequence[str], copies: int = SANITY_COPIES) -> dict[str, Any]:
+    """The sanity check's median |rho| per film and method on ``images`` of the films ``measure`` uses (the
+    predicted class, the cheap settings), and per method the median over films."""
+    torch.manual_seed(0)
+    loaded = load_model(BUNDLED, torch.device("cpu"))
+    paths = pick_images(images)
+    started = time.perf_counter()
+    per_film: dict[str, list[float]] = {m: [] for m in methods}
+    for path in tqdm(paths, desc="sanity", unit="film", file=sys.stderr):
+        x = preprocess(load_image(path), loaded.spec.preprocessing, loaded.device)
+        target = loaded.spec.class_names.index(assess_batch(loaded, x)[0].label)
+        for method in methods:
+            e = explain(loaded, x, method, target, **settings(method))[0]
+            per_film[method].append(quality.sanity_check(loaded, x, e, copies=copies).median)
+    return {"model": BUNDLED, "images": len(paths), "copies": copies, "input_size": loaded.spec.preprocessing.size,
+            "threads": torch.get_num_threads(), "wall_seconds": time.perf_counter() - started, "per_film": per_film,
+            "sanity": {m: float(np.median(v)) for m, v in per_film.items()}}
+
+
+def sanity_report(result: dict[str, Any]) -> str:
+    """The sanity table as text."""
+    rows = [{"method": m, "median_abs_rho": v, "films_below_0.5": float(np.mean(np.asarray(result["per_film"][m])
+                                                                               < 0.5))}
+            for m, v in result["sanity"].items()]
+    return (f"Sanity check on {result['images']} new-patient films, model {result['model']} "
+            f"({result['input_size']} px), {result['copies']} randomised copies per map; "
+            f"{result['wall_seconds'] / 60:.1f} min with {result['threads']} torch thread(s). Median over films of "
+            "the median |rho| between the map and the randomised copies' maps (0 is best):\n"
+            + table(rows, ["method", "median_abs_rho", "films_below_0.5"]))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -270,8 +291,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--baselines", default=",".join(BASELINES), help=f"of {', '.join(quality.CURVE_BASELINES)}")
     parser.add_argument("--baseline-images", type=int, default=BASELINE_IMAGES,
                         help="images on which every baseline is measured (the rest get the chosen ones)")
-    parser.add_argument("--sanity-images", type=int, default=SANITY_IMAGES,
-                        help="images on which every map also gets the randomisation sanity check")
+    parser.add_argument("--sanity", action="store_true", help="measure the randomisation sanity check instead")
     parser.add_argument("--sanity-copies", type=int, default=SANITY_COPIES, help="randomised copies per check")
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--fractions", default=",".join(map(str, FRACTIONS)), help="ROAD removal shares")
@@ -293,9 +313,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     if unknown:
         parser.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
     torch.set_num_threads(args.threads)
+    if args.sanity:
+        checked = measure_sanity(args.images, methods, args.sanity_copies)
+        if args.save:
+            with open(args.save, "w") as f:
+                json.dump(checked, f, indent=1)
+        print(json.dumps(checked, indent=1) if args.json else sanity_report(checked))
+        return
     result = measure(args.images, methods, [b for b in args.baselines.split(",") if b], args.steps,
-                     [float(f) for f in args.fractions.split(",")], args.baseline_images, args.sanity_images,
-                     args.sanity_copies)
+                     [float(f) for f in args.fractions.split(",")], args.baseline_images)
     summary = summarise(result)
     if args.save:
         with open(args.save, "w") as f:

@@ -14,11 +14,12 @@ from typing import Any
 import numpy as np
 import torch
 
-import core.explain  # noqa: F401  (importing the package registers every method)
+import core.explain
 from apps.xray.models import get_model
 from apps.xray.session import Panel, Session, Stability
 from core.explain import quality
-from core.explain.base import METHODS, explain, resolve_params
+from core.explain.augment import explain_augmented
+from core.explain.base import METHODS, resolve_params
 from core.io import LoadedImage
 from core.trust import interpret, logits_and_features
 from core.trust.ood import colourfulness
@@ -31,6 +32,7 @@ REFERENCE_SEEDS = (0, 1, 2)  # random maps averaged for the reference curves
 REFERENCE_GRID = 10  # random maps vary on a 10 x 10 grid: regions about the size of a CAM cell
 SANITY_COPIES = quality.SANITY_COPIES  # randomised copies per sanity check: one draw is noise
 STABILITY_SEEDS = (0, 1, 2)
+MAX_AUGMENTATIONS = 32  # test-time augmentation: copies of the image (itself included) at most
 
 
 def default_method() -> str:
@@ -63,6 +65,19 @@ def model_view(session: Session) -> np.ndarray:
     return denormalise(session.x, get_model(session.model_key).spec.preprocessing)
 
 
+def warm_up(model_key: str) -> None:
+    """Prepare the model's private copies for DeepLIFT and LRP now (``core.explain.warm_up``): DeepLIFT's first
+    call traces the model, which must not coincide with another request's forward pass."""
+    core.explain.warm_up(get_model(model_key))
+
+
+def predicted_index(session: Session) -> int:
+    """The class on the prediction card: at the operating threshold for models that have one, else the most
+    probable class. "Predicted class" means this class everywhere (maps, API, report), not the softmax arg-max,
+    which differs when the positive probability lies between the threshold and one half."""
+    return get_model(session.model_key).spec.class_names.index(session.assessment.label)
+
+
 def resolve_target(loaded: LoadedModel, target: Any) -> int | None:
     """None (predicted class), a class index or a class name -> class index; ValueError otherwise."""
     if target is None or (isinstance(target, str) and target.strip().lower() in ("", "predicted", "predicted class")):
@@ -83,29 +98,37 @@ def resolve_target(loaded: LoadedModel, target: Any) -> int | None:
 
 
 def panel_key(model_key: str, method: str, params: dict[str, Any], target: int | None, layer: str | None,
-              seed: int) -> str:
+              seed: int, augmentations: int = 1) -> str:
     """Identity of a map on the board: same settings replace each other."""
-    return json.dumps([model_key, method, params, target, layer, seed], sort_keys=True, default=str)
+    return json.dumps([model_key, method, params, target, layer, seed, augmentations], sort_keys=True, default=str)
 
 
 def run_method(session: Session, method: str, overrides: dict[str, Any], target: Any = None, layer: str | None = None,
-               seed: int = 0, progress: ProgressFn | None = None) -> Panel:
-    """Explain the session's image with one method and settings; ValueError for bad settings."""
+               seed: int = 0, progress: ProgressFn | None = None, augmentations: int = 1) -> Panel:
+    """Explain the session's image with one method and settings; ValueError for bad settings. ``target`` None
+    explains the class on the prediction card (``predicted_index``); ``augmentations`` > 1 averages the maps of
+    that many augmented copies (``core.explain.augment``, its default shifts, rotations and jitter)."""
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.")
     info = METHODS[method]
     params = resolve_params(info, overrides)
     loaded = get_model(session.model_key)
     index = resolve_target(loaded, target)
+    index = predicted_index(session) if index is None else index
     layer = ((layer or "").strip() or None) if info.uses_layer else None
     if layer is not None:
         get_layer(loaded.model, layer)  # ValueError naming the layer when it does not exist
-    result = explain(loaded, session.x, method, index, layer=layer, seed=int(seed), progress=progress, **params)[0]
+    if not 1 <= int(augmentations) <= MAX_AUGMENTATIONS:
+        raise ValueError(f"Test-time augmentation takes 1 to {MAX_AUGMENTATIONS} copies, got {augmentations}.")
+    augmentations = int(augmentations)
+    result = explain_augmented(loaded, session.x, method, index, augmentations=augmentations, layer=layer,
+                               seed=int(seed), progress=_segmented(progress, 1 + (augmentations > 1)), **params)[0]
     title = info.label + (f" · seed {int(seed)}" if info.stochastic else "")
+    title += f" · TTA ×{augmentations}" if augmentations > 1 else ""
     if params != info.defaults():
         changed = {k: v for k, v in params.items() if info.defaults().get(k) != v}
         title += " · " + ", ".join(f"{k}={v}" for k, v in changed.items())
-    return Panel(panel_key(session.model_key, method, params, index, layer, int(seed)), title, result)
+    return Panel(panel_key(session.model_key, method, params, index, layer, int(seed), augmentations), title, result)
 
 
 # ---------------------------------------------------------------- trust
@@ -118,16 +141,17 @@ def reference_curves(session: Session, target: int) -> quality.Reference:
     if target not in session.references:
         session.references[target] = quality.reference_curves(
             get_model(session.model_key), session.x, target, seeds=REFERENCE_SEEDS, grid=REFERENCE_GRID,
-            steps=CURVE_STEPS, baseline="blur")
+            steps=CURVE_STEPS)
     return session.references[target]
 
 
 def assess(session: Session, panel: Panel, progress: ProgressFn | None = None) -> quality.Trust:
     """Deletion / insertion against random smooth maps and the randomisation sanity check over SANITY_COPIES
-    copies, for the map already on the board (``quality.trust``; it is not recomputed). Deletion replaces pixels
-    with a blurred copy (less out-of-distribution than zeros)."""
+    copies, for the map already on the board (``quality.trust``; it is not recomputed). The fills are the ones
+    bench/faithfulness.py chose by measurement (deletion: the image's mean; insertion: onto a blurred copy), so the
+    readings can quote each method's record there."""
     e = panel.explanation
-    return quality.trust(get_model(session.model_key), session.x, e, steps=CURVE_STEPS, baseline="blur",
+    return quality.trust(get_model(session.model_key), session.x, e, steps=CURVE_STEPS,
                          reference=reference_curves(session, e.target), copies=SANITY_COPIES, progress=progress)
 
 
@@ -143,6 +167,9 @@ def stability(session: Session, panel: Panel, progress: ProgressFn | None = None
     e = panel.explanation
     if not METHODS[e.method].stochastic:
         raise ValueError(f"{METHODS[e.method].label} is deterministic: every seed gives the same map.")
+    if "augment" in e.extras:
+        raise ValueError("The stability check reruns the method without test-time augmentation; explain without "
+                         "it to compare seeds.")
     params = {k: v for k, v in e.params.items() if k not in ("layer", "seed")}
     result = quality.stability(get_model(session.model_key), session.x, e.method, e.target, seeds=STABILITY_SEEDS,
                                layer=e.params.get("layer"), progress=_segmented(progress, len(STABILITY_SEEDS)),
@@ -171,12 +198,16 @@ def _segmented(progress: ProgressFn | None, parts: int) -> ProgressFn | None:
 
 
 def summary(session: Session, panel: Panel) -> dict[str, Any]:
-    """JSON-ready description of one explanation (what /explain returns next to the overlay)."""
+    """JSON-ready description of one explanation (what /explain returns next to the overlay): the explained class
+    as index and name, ``score`` its softmax probability, ``probabilities`` every class's softmax, and
+    ``prediction`` the prediction card (class at the operating threshold, calibrated probability)."""
     e = panel.explanation
     return {
         "model": session.model_key, "method": e.method, "target": e.target, "target_name": e.target_name,
-        "score": e.score, "seconds": e.seconds, "params": e.params, "signed": e.signed,
-        "probabilities": session.probabilities, "quality": _finite(trust_summary(panel.quality)),
+        "score": e.score, "score_is": "softmax probability of the target class (not calibrated)",
+        "seconds": e.seconds, "params": e.params, "signed": e.signed,
+        "probabilities": session.probabilities, "prediction": _finite(session.assessment.as_dict()),
+        "quality": _finite(trust_summary(panel.quality)),
         "extras": _finite({k: v for k, v in e.extras.items() if _jsonable(v)}),
     }
 

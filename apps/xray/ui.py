@@ -38,7 +38,7 @@ from core.zoo import BUNDLED, DISCLAIMER, ModelUnavailable
 
 log = logging.getLogger(__name__)
 USER_ERRORS = (ImageError, UploadError, ValueError, ModelUnavailable)
-PREDICTED = "predicted class"
+PREDICTED = "predicted class"  # the class on the prediction card (analysis.predicted_index)
 STYLE_INPUTS = 3  # unsigned colour map, signed colour map, opacity
 CSS = """
 /* Gradio ships a 5 kB subset as Source Sans Pro SemiBold (weight 600) that lacks capital A, so bold text fell back
@@ -195,6 +195,11 @@ class XrayUI:
         self.zoo, self.janitor, self.similar, self.examples, self.limits = zoo, janitor, similar, examples, limits
         self.jobs = Jobs()
         self.default_model = BUNDLED if BUNDLED in zoo.available else (zoo.available[0] if zoo.available else None)
+        for name in zoo.available:  # before the first request: DeepLIFT's first call would trace beside others'
+            try:
+                analysis.warm_up(name)
+            except Exception:  # a model that cannot be prepared still serves every other method
+                log.exception("could not prepare %s for DeepLIFT and LRP", name)
 
     # ------------------------------------------------------------ layout
 
@@ -237,7 +242,7 @@ class XrayUI:
         # captions are the class only (the file name is in the status line once picked): a whole file name does not
         # fit under a thumbnail a quarter of a column wide; the gallery is as tall as its rows (CSS), none cut off
         self.example_gallery = gr.Gallery(
-            value=[(e.thumbnail, e.label.split(" · ")[0]) for e in self.examples],
+            value=[(e.thumbnail, e.short) for e in self.examples],
             label="Examples (training X-rays, Kermany et al.)", columns=4, allow_preview=False,
             visible=bool(self.examples), elem_id="examples", interactive=False, buttons=[])
         choices = list(self.zoo.available)
@@ -258,6 +263,9 @@ class XrayUI:
     def _explain_section(self) -> None:
         method = analysis.default_method()
         gr.Markdown("## Where did the model look?")
+        with gr.Accordion("Method guide: the question each method answers, its cost and how it fared on the bundled "
+                          "model", open=False, elem_id="method-guide"):
+            gr.Markdown(views.method_guide(), elem_id="method-guide-table")
         with gr.Row():
             with gr.Column(scale=1, min_width=300):
                 self.method = gr.Dropdown([(info.label, name) for name, info in METHODS.items()], value=method,
@@ -269,6 +277,12 @@ class XrayUI:
                                           visible=METHODS[method].stochastic)
                 self.layer = gr.Textbox(label="Layer (dotted name)", visible=METHODS[method].uses_layer,
                                         elem_id="layer")
+                with gr.Row():
+                    self.augment = gr.Checkbox(False, label="Test-time augmentation", elem_id="augment",
+                                               info="Average the maps of shifted (≤5%), rotated (≤5°) and "
+                                                    "intensity-jittered (≤5%) copies, mapped back")
+                    self.copies = gr.Slider(2, analysis.MAX_AUGMENTATIONS, value=8, step=1, visible=False,
+                                            label="Copies (the image included)", elem_id="augment-copies")
                 with gr.Accordion("Method settings", open=False, elem_id="method-settings"):
                     self.controls = method_controls(METHODS, method)
                 with gr.Row():
@@ -339,6 +353,8 @@ class XrayUI:
             trust = start.then(self.on_assess, [self.state, *style], [self.state, self.work, *board], **heavy)
             follow_ups.append(trust)
             start.then(self.on_similar, [self.state], [self.state, self.similar_gallery, self.similar_note], **fast)
+        self.augment.change(lambda on: gr.Slider(visible=on), self.augment, self.copies, queue=False,
+                            show_progress="hidden", **private)
         self.method.change(self.on_method, [self.method],
                            [self.method_info, self.seed, self.layer, *self.controls.groups.values()],
                            queue=False, **private)
@@ -348,7 +364,8 @@ class XrayUI:
         self.explain_button.click(self.on_request, [self.state, self.method], [self.queue_note], queue=False,
                                   trigger_mode="multiple", show_progress="hidden", **private)
         explained = self.explain_button.click(
-            self.on_explain, [self.state, self.method, self.target, self.layer, self.seed, *style,
+            self.on_explain, [self.state, self.method, self.target, self.layer, self.seed, self.augment, self.copies,
+                              *style,
                               *self.controls.components()], [self.state, self.work, self.queue_note, *board],
             **heavy)
         # success, not then: a cancelled explanation must not start trust checks after Stop; always_last: a map
@@ -483,26 +500,30 @@ class XrayUI:
         return {self.queue_note: ""}
 
     def on_explain(self, request: gr.Request, session: Session | None, method: str, target: str, layer: str,
-                   seed: float, *style_and_values: Any, progress: gr.Progress = gr.Progress()) -> dict:  # noqa: B008
-        """Run the selected method with its settings and add the map to the board."""
+                   seed: float, augment: bool, copies: float, *style_and_values: Any,
+                   progress: gr.Progress = gr.Progress()) -> dict:  # noqa: B008
+        """Run the selected method with its settings (averaged over ``copies`` augmented copies when ``augment``)
+        and add the map to the board."""
         sid, label = _session_id(request), METHODS[method].label
         try:
             with self.jobs.running(sid, label):
-                result = self._explain(session, method, target, layer, seed, *style_and_values, progress=progress)
+                result = self._explain(session, method, target, layer, seed, int(copies or 1) if augment else 1,
+                                       *style_and_values, progress=progress)
         finally:
             self.jobs.remove(sid, "request", label)
         return {**result, self.queue_note: ""}
 
     @guarded("work")
     def _explain(self, session: Session | None, method: str, target: str, layer: str, seed: float,
-                 *style_and_values: Any, progress: gr.Progress) -> dict:
+                 augmentations: int, *style_and_values: Any, progress: gr.Progress) -> dict:
         if session is None:
             raise ValueError("Upload an X-ray (or pick an example) first.")
         style, values = views.Style(*style_and_values[:STYLE_INPUTS]), style_and_values[STYLE_INPUTS:]
         overrides = self.controls.build_overrides(method, values)
+        self.limits.check_work(method, overrides, tuple(session.x.shape[-2:]))  # refused before any work if too big
         report = progress_callback(progress, f"{METHODS[method].label}…")
         panel = analysis.run_method(session, method, overrides, None if target == PREDICTED else target, layer,
-                                    int(seed or 0), report)
+                                    int(seed or 0), report, augmentations)
         session.add(panel)
         text = f"{panel.title}: {panel.explanation.seconds:.2f} s. Checking how far to trust it…"
         return {self.state: session, self.work: views.status(text, ok=True), **self._board(session, style)}

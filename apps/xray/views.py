@@ -24,9 +24,18 @@ from apps.xray.session import Panel, Session
 from apps.xray.session import Stability as StabilityResult
 from apps.xray.similar import Neighbour
 from core.data import ATTRIBUTION_MARKDOWN
-from core.explain import render
+from core.explain import guide, render
 from core.explain.base import Explanation, MethodInfo
-from core.explain.quality import Agreement, read_agreement
+from core.explain.quality import (
+    MEASURED_IMAGES,
+    MEASURED_MODEL,
+    MEASURED_SIDE,
+    SANITY,
+    SANITY_COPIES_MEASURED,
+    SANITY_IMAGES,
+    Agreement,
+    read_agreement,
+)
 from core.io import LoadedImage
 from core.trust import Assessment
 from core.zoo import DISCLAIMER, ModelSpec
@@ -182,7 +191,8 @@ def prediction_card(assessment: Assessment | None) -> str:
         parts.append("<div class='pred-rule'>softmax probability (this model has no calibration, operating "
                      "threshold or out-of-distribution gate)</div>")
     top = sorted(a.probabilities.items(), key=lambda kv: kv[1], reverse=True)[:5]
-    parts.append("<div class='pred-rows'>" + " · ".join(f"{e(k)} {v:.0%}" for k, v in top) + "</div>")
+    kind = "calibrated" if a.calibrated else "softmax"
+    parts.append(f"<div class='pred-rows'>{kind}: " + " · ".join(f"{e(k)} {v:.0%}" for k, v in top) + "</div>")
     if a.calibrated:
         if a.coverage is not None:  # in words, an empty set included ("uncertain")
             conformal = f"conformal prediction set: {e(a.set_reading)}"
@@ -259,10 +269,42 @@ def model_view_label(spec: ModelSpec) -> str:
 
 
 def method_description(info: MethodInfo) -> str:
-    """One paragraph on a method, with whether it is stochastic and uses a layer."""
+    """One paragraph on a method: the question it answers, its description (stochastic, layer, signed), its cost
+    in model passes and its record where the benchmark measured it (on the bundled model)."""
     tags = [info.family] + (["stochastic: set a seed"] if info.stochastic else []) + (
         ["uses a layer"] if info.uses_layer else []) + (["signed"] if info.signed else [])
-    return f"**{info.label}** ({', '.join(tags)}). {info.description}"
+    question = guide.QUESTIONS.get(info.name)
+    text = (f"**{info.label}** ({', '.join(tags)}). " + (f"_{question}_ " if question else "") + info.description
+            + f"\n\n**Cost:** {guide.cost(info.name, {}, MEASURED_SIDE)} per image at the default settings.")
+    line = guide.record(info.name)
+    return text + (f" **Measured on {MEASURED_MODEL}:** {line}; the method guide above compares every method."
+                   if line else "")
+
+
+def method_guide() -> str:
+    """Every method in one table: the question it answers, its cost and its measured record on the bundled model."""
+    rows = guide.table(MEASURED_SIDE)
+    head = ("| method | question it answers | model passes per image (defaults) | beats random: deletion | "
+            "insertion | ROAD | sanity median \\|ρ\\| |\n|---|---|---|---|---|---|---|")
+    body = "\n".join(f"| **{html.escape(r['method'], quote=False)}** | {html.escape(r['question'], quote=False)} | "
+                     f"{r['cost']} | {r['deletion']} | {r['insertion']} | {r['road']} | {r['sanity']} |" for r in rows)
+    sanity = (f" The sanity column is the median |ρ| between a map and the maps of {SANITY_COPIES_MEASURED} copies "
+              f"with re-initialised top layers, on the first {SANITY_IMAGES} films (0: the map depends on what the "
+              "model learnt, as it should; near 1: it does not)." if SANITY else " The sanity check was not measured "
+              "per method yet; the board runs it for every map.")
+    return (f"{head}\n{body}\n\n_Measured by bench/faithfulness.py with **{MEASURED_MODEL}** ({MEASURED_SIDE} px) "
+            f"on {MEASURED_IMAGES} new-patient films (external/, patients not in training), explaining the predicted "
+            "class: the share of films on which the map beats smooth random maps when the most important pixels are "
+            "deleted (filled with the image's mean), inserted (onto a blurred copy) or removed with ROAD (filled from "
+            f"their neighbours).{sanity} Slow methods ran at cheap settings (see the benchmark). Other models were "
+            "not measured: there, these figures say nothing._\n\n"
+            "**Test-time augmentation** (any method; the checkbox under the picker, or `--augment N` in "
+            "`python -m core.explain`): the method also explains copies of the image shifted by up to 5% of its side, "
+            "rotated by up to 5° and with contrast and brightness jittered by up to 5%, for the same class; each map "
+            "is mapped back onto the image and the maps are averaged. It costs one run of the method per copy and "
+            "smooths away detail that depends on the exact pixel grid; the trust checks score the averaged map, and "
+            "the sanity check compares the method's own map with its randomised copies' maps. The figures above are "
+            "for maps without it.")
 
 
 def unavailable_models(unavailable: dict[str, str]) -> str:
@@ -289,7 +331,8 @@ def panel_text(panel: Panel, running: bool = True) -> str:
     One row per check (this map against the random-order baseline), so the table stays three short columns wide
     when four maps share the board; ``running`` False says the checks were stopped rather than still coming."""
     e = panel.explanation
-    head = f"**{html.escape(panel.title)}** — class **{e.target_name}** (p = {e.score:.3f}), {e.seconds:.2f} s"
+    head = (f"**{html.escape(panel.title)}** — class **{e.target_name}** (softmax {e.score:.3f}, not calibrated), "
+            f"{e.seconds:.2f} s")
     q = panel.quality
     if q is None:
         return f"{head}\n\n" + ("_Trust checks running…_" if running else

@@ -557,8 +557,11 @@ def stability(model: Model, x: torch.Tensor, method: str, target: int | None = N
 # blurred copy 78 %, mean 70 %, zero 70 %). Flat fills favour scattered maps (gradients, IG, DeepLIFT: salt-and-
 # pepper deletions the model has never seen); ROAD, which fills removed pixels from their neighbours, disagrees
 # with them, and the readings say so.
+# The films were explained for the arg-max class; the class on the prediction card (the operating threshold) is
+# the same on all 50 of them (checked), so the table holds for the card's class, which the app now explains.
 MEASURED_MODEL = "cxr-resnet18"
 MEASURED_IMAGES = 50
+MEASURED_SIDE = 192  # the measured model's input side
 FAITHFULNESS: dict[str, dict[str, tuple[float, float]]] = {  # method -> check -> (share won, median margin)
     "cam": {"deletion": (0.72, 0.054), "insertion": (0.48, -0.000), "road": (0.78, 0.009)},
     "grad_cam": {"deletion": (0.72, 0.054), "insertion": (0.48, -0.000), "road": (0.78, 0.009)},
@@ -581,6 +584,12 @@ FAITHFULNESS: dict[str, dict[str, tuple[float, float]]] = {  # method -> check -
     "lime": {"deletion": (0.96, 0.196), "insertion": (1.00, 0.027), "road": (0.96, 0.050)},
     "kernel_shap": {"deletion": (0.96, 0.186), "insertion": (1.00, 0.028), "road": (0.96, 0.045)},
 }
+# The sanity check's median |rho| per method in the same run (first SANITY_IMAGES films, SANITY_COPIES_MEASURED
+# randomised copies each, the app's randomised layers): 0 means the map changes completely when the model's top
+# layers are re-initialised, as a faithful map should; near 1, the map does not depend on what the model learnt.
+SANITY_IMAGES = 10
+SANITY_COPIES_MEASURED = 3
+SANITY: dict[str, float] = {}
 FLAT_CHECK = 0.9  # random orders keep this share of the score's range (deletion AUC / start score): little to see
 
 
@@ -823,7 +832,8 @@ def trust(model: Model, x: torch.Tensor, explanation: Explanation, *, steps: int
     """Every trust check for an existing explanation of ``x`` (its map is not recomputed): deletion (pixels
     replaced by ``baseline``) and insertion (pixels revealed on ``insertion_baseline``) curves in ``steps`` steps,
     the random-map ``reference`` (computed from ``reference_seeds`` and ``grid`` unless given), and the sanity
-    check over ``copies`` copies with ``layers`` randomised (seeds ``seed``, ``seed + 1``, ...). The default
+    check over ``copies`` copies with ``layers`` randomised (seeds ``seed``, ``seed + 1``, ...; of a
+    test-time-augmented map, on the map before augmentation, since the copies' maps are not augmented). The default
     baselines are the ones bench/faithfulness.py measured to separate maps from random ones best."""
     target = explanation.target
     if reference is None:
@@ -840,6 +850,10 @@ def trust(model: Model, x: torch.Tensor, explanation: Explanation, *, steps: int
                           batch_size=batch_size)
     if progress is not None:
         progress(0.1)
-    check = sanity_check(model, x, explanation, layers=layers, seed=seed, copies=copies, batch_size=batch_size,
+    # a test-time-augmented map is checked as the method's own map: the copies' maps are not augmented
+    plain = explanation
+    if "unaugmented" in explanation.extras:
+        plain = dataclasses.replace(explanation, heatmap=explanation.extras["unaugmented"])
+    check = sanity_check(model, x, plain, layers=layers, seed=seed, copies=copies, batch_size=batch_size,
                          progress=None if progress is None else lambda f: progress(0.1 + 0.9 * f))
     return Trust(curve_del, curve_ins, reference, check, model.spec.name if isinstance(model, LoadedModel) else None)

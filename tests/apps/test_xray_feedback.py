@@ -102,7 +102,7 @@ def test_stop_marks_unfinished_trust_checks_as_stopped(ui, session):
 
 def test_explain_releases_its_request_whatever_happens(ui):
     ui.on_request(visitor("s3"), object(), "grad_cam")
-    result = ui.on_explain(visitor("s3"), None, "grad_cam", "predicted class", "", 0, *STYLE,
+    result = ui.on_explain(visitor("s3"), None, "grad_cam", "predicted class", "", 0, False, 8, *STYLE,
                            *(w.value for w in ui.controls.components()))
     assert "Upload an X-ray" in result[ui.work] and result[ui.queue_note] == ""
     assert ui.jobs.labels("s3") == []

@@ -15,13 +15,16 @@ from torchvision import models as tvm
 
 from apps.xray import analysis, views
 from apps.xray.controls import control, method_controls
+from apps.xray.examples import Example, dicom_examples
 from apps.xray.models import USER_PREFIX, get_model, load_user_checkpoint, parse_class_names, zoo_status
 from apps.xray.report import build_figure, delete_reports, write_report
 from apps.xray.session import MAX_PANELS, Panel
 from apps.xray.uploads import UploadError, UploadJanitor
-from core.explain import METHODS, explain, quality
+from core.data import external_dir
+from core.explain import METHODS, explain, guide, quality
+from core.explain.augment import explain_augmented
 from core.explain.base import Param
-from core.io import LoadedImage
+from core.io import LoadedImage, load_image
 from core.zoo import DISCLAIMER, ModelUnavailable, load_model, predict
 
 RAMP = np.tile(np.linspace(0.1, 0.9, 192, dtype=np.float32), (160, 1))  # a 192 x 160 grey test image
@@ -223,8 +226,13 @@ def test_trust_figures_match_core_quality(session, monkeypatch):
     assert len(calls) == analysis.SANITY_COPIES  # the map on the board is reused, not recomputed
     loaded = load_model("cxr-resnet18")
     e = panel.explanation
-    expected = quality.deletion(loaded, session.x, e.heatmap, 0, steps=analysis.CURVE_STEPS, baseline="blur")
+    # the fills bench/faithfulness.py chose (deletion: the image's mean; insertion: onto a blurred copy), so the
+    # readings can quote Grad-CAM's record there
+    expected = quality.deletion(loaded, session.x, e.heatmap, 0, steps=analysis.CURVE_STEPS, baseline="mean")
     assert figures.deletion.auc == pytest.approx(expected.auc, abs=1e-6)
+    inserted = quality.insertion(loaded, session.x, e.heatmap, 0, steps=analysis.CURVE_STEPS, baseline="blur")
+    assert figures.insertion.auc == pytest.approx(inserted.auc, abs=1e-6)
+    assert all(f"{quality.MEASURED_IMAGES} new-patient films" in r for r in figures.readings[:2])
     rhos = []
     for seed in range(analysis.SANITY_COPIES):
         random_net, layers = quality.randomised_copy(loaded.model, seed=seed)
@@ -268,8 +276,109 @@ def test_summary_is_plain_json(session):
                                   "blur")
     sanity = quality.SanityCheck((0.1, -0.2, 0.3), (0.1, 0.2, 0.3), ("fc",), (0, 1, 2), e, (e, e, e))
     panel.quality = quality.Trust(curve, reference.insertion, reference, sanity)
-    text = json.dumps(analysis.summary(session, panel), allow_nan=False)
+    summary = analysis.summary(session, panel)
+    text = json.dumps(summary, allow_nan=False)
     assert '"deletion_auc": null' in text and '"sanity_spearman": 0.2' in text
+    # the explained class as index and name; its softmax score told apart from the card's calibrated probability
+    names = load_model("cxr-resnet18").spec.class_names
+    assert names[summary["target"]] == summary["target_name"] and "softmax" in summary["score_is"]
+    assert summary["prediction"]["label"] == session.assessment.label
+    assert summary["prediction"]["probability"] == pytest.approx(session.assessment.probability)
+
+
+@pytest.mark.data
+def test_predicted_class_is_the_class_on_the_card_not_the_arg_max():
+    """A new-patient film whose calibrated P(PNEUMONIA) (about 0.35) lies between the operating threshold (about
+    0.24) and one half: the card says PNEUMONIA, the softmax arg-max NORMAL; the map must explain the card's."""
+    folder = external_dir()
+    assert folder is not None, "the new-patient folder is missing (set CNNLENS_DATA)"
+    between = analysis.open_session(load_image(folder / "NORMAL" / "IM-0091-0001.jpeg"), "x", "cxr-resnet18",
+                                    uploaded=False)
+    names = load_model("cxr-resnet18").spec.class_names
+    argmax = max(between.probabilities, key=between.probabilities.get)
+    assert between.assessment.label != argmax  # the case this test is about
+    panel = analysis.run_method(between, "grad_cam", {})
+    assert panel.explanation.target_name == between.assessment.label
+    assert panel.explanation.target == names.index(between.assessment.label) == analysis.predicted_index(between)
+    assert analysis.summary(between, panel)["target_name"] == between.assessment.label
+
+
+def test_test_time_augmentation_averages_copies_and_is_checked_as_the_plain_map(session):
+    plain = analysis.run_method(session, "grad_cam", {})
+    tta = analysis.run_method(session, "grad_cam", {}, augmentations=3)
+    expected = explain_augmented(load_model("cxr-resnet18"), session.x, "grad_cam", plain.explanation.target,
+                                 augmentations=3)[0]
+    peak = np.abs(expected.heatmap).max()
+    np.testing.assert_allclose(tta.explanation.heatmap, expected.heatmap, rtol=1e-5, atol=1e-6 * peak)
+    assert not np.allclose(tta.explanation.heatmap, plain.explanation.heatmap, atol=1e-3 * peak)
+    assert "TTA ×3" in tta.title and tta.key != plain.key
+    assert tta.explanation.extras["augment"]["augmentations"] == 3
+    figures = analysis.assess(session, tta)  # curves of the averaged map, sanity check of the method's own map
+    assert np.array_equal(figures.sanity.trained.heatmap, tta.explanation.extras["unaugmented"])
+    loaded = load_model("cxr-resnet18")
+    curve = quality.deletion(loaded, session.x, tta.explanation.heatmap, tta.explanation.target,
+                             steps=analysis.CURVE_STEPS)
+    assert figures.deletion.auc == pytest.approx(curve.auc, abs=1e-6)
+    for bad in (0, analysis.MAX_AUGMENTATIONS + 1):
+        with pytest.raises(ValueError, match="Test-time augmentation"):
+            analysis.run_method(session, "grad_cam", {}, augmentations=bad)
+    stochastic = analysis.run_method(session, "smoothgrad", {"n_samples": 2}, augmentations=2)
+    with pytest.raises(ValueError, match="without test-time augmentation"):
+        analysis.stability(session, stochastic)
+
+
+def test_the_method_guide_covers_every_method_with_its_measured_record():
+    assert set(guide.QUESTIONS) == set(METHODS)  # a new method cannot reach the picker without a question
+    text = views.method_guide()
+    rows = [line for line in text.splitlines() if line.startswith("| **")]
+    assert len(rows) == len(METHODS)
+    for name, info in METHODS.items():
+        row = next(r for r in rows if r.startswith(f"| **{info.label}** |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1] == guide.QUESTIONS[name]
+        figures = quality.FAITHFULNESS[name]
+        assert cells[3:6] == [f"{figures[k][0]:.0%}" for k in ("deletion", "insertion", "road")]
+        sanity = quality.SANITY.get(name)
+        assert cells[6] == ("n/a" if sanity is None else f"{sanity:.2f}")
+    assert f"{quality.MEASURED_IMAGES} new-patient films" in text and quality.MEASURED_MODEL in text
+    assert guide.cost("occlusion", {"patch": 40, "stride": 40}, 200) == "26 forwards"  # 5 x 5 patches + prediction
+    assert guide.cost("smoothgrad", {"n_samples": 7}, 200) == "7 forwards + backwards"
+    lrp = views.method_description(METHODS["lrp"])
+    share = f"{quality.FAITHFULNESS['lrp']['deletion'][0]:.0%}"
+    assert guide.QUESTIONS["lrp"] in lrp and f"beats random maps on {share}" in lrp and "Cost:" in lrp
+
+
+@pytest.mark.data
+def test_dicom_examples_are_de_identified_twins_of_a_training_image(tmp_path):
+    import pydicom
+
+    from core.data import data_dir
+
+    folder = data_dir()
+    assert folder is not None, "the chest X-ray folder is missing (set CNNLENS_DATA)"
+    path = sorted((folder / "PNEUMONIA").iterdir())[0]
+    source = Example(path, f"PNEUMONIA · {path.name}", np.zeros((4, 4)))
+    mono2, mono1 = dicom_examples(source, tmp_path)
+    assert (mono2.short, mono1.short) == ("DICOM", "DICOM, inverted")
+    assert path.name in mono2.label and "MONOCHROME1" in mono1.label
+    raw2, raw1 = (pydicom.dcmread(e.path) for e in (mono2, mono1))
+    assert (raw2.PhotometricInterpretation, raw1.PhotometricInterpretation) == ("MONOCHROME2", "MONOCHROME1")
+    assert np.array_equal(raw1.pixel_array, 4095 - raw2.pixel_array)  # the same film, stored inverted
+    assert raw2.PatientName == "" and raw2.PatientID == "" and raw2.PatientIdentityRemoved == "YES"
+    assert path.name in raw2.ImageComments and "CC BY 4.0" in raw2.ImageComments
+    assert "PatientBirthDate" not in raw2 and "StudyDate" not in raw2
+    a2, a1, jpeg = (load_image(p).array for p in (mono2.path, mono1.path, path))
+    jpeg = jpeg if jpeg.ndim == 2 else jpeg.mean(axis=2)
+    assert load_image(mono2.path).metadata["format"] == "DICOM"
+    np.testing.assert_allclose(a1, a2, atol=1e-6)
+    assert np.corrcoef(a2.ravel(), jpeg.ravel())[0, 1] > 0.999
+    s2, s1 = (analysis.open_session(load_image(e.path), e.label, "cxr-resnet18", uploaded=False)
+              for e in (mono2, mono1))
+    assert s2.assessment.label == s1.assessment.label
+    assert s2.assessment.probability == pytest.approx(s1.assessment.probability, abs=1e-5)
+    before = mono2.path.stat().st_mtime_ns
+    assert [e.path for e in dicom_examples(source, tmp_path)] == [mono2.path, mono1.path]
+    assert mono2.path.stat().st_mtime_ns == before  # written once, reused
 
 
 def test_dicom_metadata_shown_is_the_safe_subset():

@@ -58,17 +58,14 @@ def test_shares_margins_and_the_chosen_baselines(result):
     assert (bad["deletion"], bad["insertion"], bad["road"]) == pytest.approx((0, 0, 0))
 
 
-def test_the_sanity_column_is_the_median_over_the_films_that_had_the_check(result):
-    """Only the first films get the sanity check; its column is the median over those, None without any."""
-    for r, (good, bad) in zip(result["records"][:2], [(0.1, 0.9), (0.3, 0.7)], strict=True):
-        r["methods"]["good"]["sanity"], r["methods"]["bad"]["sanity"] = good, bad
-    result["records"][2]["methods"]["good"]["sanity"] = 0.8  # a third film for good only
-    good, bad = bench.summarise(result)["methods"]
-    assert good["sanity"] == pytest.approx(0.3) and bad["sanity"] == pytest.approx(0.8)
-    for r in result["records"]:
-        for m in r["methods"].values():
-            m.pop("sanity", None)
-    assert bench.summarise(result)["methods"][0]["sanity"] is None
+def test_the_sanity_report_gives_each_methods_median_and_share_of_films_below_one_half():
+    result = {"model": "m", "images": 3, "copies": 3, "input_size": 192, "threads": 1, "wall_seconds": 60.0,
+              "per_film": {"good": [0.1, 0.3, 0.8], "bad": [0.9, 0.7, 0.95]}, "sanity": {"good": 0.3, "bad": 0.9}}
+    lines = bench.sanity_report(result).splitlines()
+    good = next(line.split() for line in lines if line.startswith("good"))
+    bad = next(line.split() for line in lines if line.startswith("bad"))
+    assert good[1:] == ["0.3", "0.6667"] and bad[1:] == ["0.9", "0"]
+    assert "3 new-patient films" in lines[0] and "3 randomised copies" in lines[0]
 
 
 def test_report_and_load_round_trip(result, tmp_path, capsys):
