@@ -36,4 +36,11 @@ LESSONS: list[Lesson] = [
     Lesson("Inside a trained network", "classroom/activation_max.py", "Activation maximisation",
            ":material/auto_awesome:",
            "synthesise the image that most excites a class or a channel, starting from noise"),
+    Lesson("How networks are trained and judged", "classroom/transfer.py", "Hand-crafted vs learned features",
+           ":material/trending_up:", "learning curves: HOG/LBP features, frozen embeddings, fine-tuning, from scratch"),
+    Lesson("How networks are trained and judged", "classroom/distillation.py", "Distillation", ":material/compress:",
+           "a tiny student learns from the bundled model's softened outputs; hard labels side by side"),
+    Lesson("How networks are trained and judged", "classroom/architectures.py", "Architectures",
+           ":material/account_tree:",
+           "AlexNet to EfficientNet measured: parameters, multiply-adds, receptive field, CPU speed"),
 ]
