@@ -25,6 +25,7 @@ from torchvision import models as tvm
 from core import zoo
 from core.lessons import receptive_field as rf
 from core.zoo import ModelUnavailable
+from tests.explain.devices import DEVICES
 
 # ---------------------------------------------------------------- helpers
 
@@ -376,6 +377,17 @@ def test_erf_equals_a_hook_based_gradient(nets, resnet_inputs):
     expected = (maps / maps.sum((1, 2), keepdim=True)).mean(0).numpy()
     np.testing.assert_allclose(erf, expected, rtol=1e-5, atol=1e-12)
     assert erf.sum() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_erf_on_every_device_matches_the_cpu(device, nets):
+    """The probe and inputs on ``device``: same map as on the CPU, returned as a CPU array."""
+    model, node, unit = nets[zoo.BUNDLED], "layer2.1.add", (3, 4)
+    x = torch.randn(2, 1, 64, 64, generator=torch.Generator().manual_seed(3))
+    on_cpu = rf.effective_receptive_field(rf.unit_probe(model, node), x, unit)
+    on_device = rf.effective_receptive_field(rf.unit_probe(copy.deepcopy(model), node).to(device), x.to(device), unit)
+    assert isinstance(on_device, np.ndarray) and on_device.sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(on_device, on_cpu, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", list(zoo.LESSON_ARCHITECTURES))
