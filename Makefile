@@ -30,6 +30,11 @@ test: install-dev
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 
+# CUDA check: the device-parametrised tests on CUDA and a short explainer benchmark; fails clearly without CUDA.
+.PHONY: test-gpu
+test-gpu: install-dev
+	PY=$(PY) bash bench/gpu_check.sh
+
 bench: install-dev
 	$(PY) -m bench.explainers
 	$(PY) -m bench.embeddings

@@ -30,6 +30,8 @@ from torchvision import models as tvm
 from core.io import LoadedImage
 from core.nets import WideResNet18
 
+# The weights are not package data (setuptools' package discovery cannot map the top-level models/ folder into a
+# package without moving it): a checkout reads models/ beside core/, an installed copy needs $CNNLENS_MODELS.
 MODELS_DIR = Path(os.environ.get("CNNLENS_MODELS", Path(__file__).resolve().parent.parent / "models"))
 BUNDLED = "cxr-resnet18"
 BUNDLED_WEIGHTS = MODELS_DIR / f"{BUNDLED}.safetensors"
@@ -123,7 +125,9 @@ def read_checkpoint_config(path: Path) -> dict:
             meta = handle.metadata() or {}
         return json.loads(meta["cnnlens"])
     except FileNotFoundError as err:
-        raise ModelUnavailable(f"Weights file {path.name} is missing from {path.parent}.") from err
+        hint = " (an installed copy finds them through $CNNLENS_MODELS: the repository's models/ folder)"
+        raise ModelUnavailable(f"Weights file {path.name} is missing from {path.parent}"
+                               f"{hint if path.parent == MODELS_DIR else ''}.") from err
     except (KeyError, json.JSONDecodeError) as err:
         raise ModelUnavailable(f"{path.name} has no CNN Lens config in its metadata.") from err
     except Exception as err:

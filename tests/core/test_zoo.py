@@ -215,3 +215,13 @@ def test_models_load_preprocess_and_predict_on_every_device(device):
         torch.testing.assert_close(p.cpu(), zoo.predict(on_cpu, x.cpu()), atol=1e-4, rtol=1e-3)
     np.testing.assert_allclose(zoo.denormalise(x, spec.preprocessing), zoo.denormalise(x.cpu(), spec.preprocessing),
                                atol=1e-6)
+
+
+def test_missing_bundled_weights_say_how_an_installed_copy_finds_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(zoo, "MODELS_DIR", tmp_path)
+    monkeypatch.setattr(zoo, "BUNDLED_WEIGHTS", tmp_path / "cxr-resnet18.safetensors")
+    with pytest.raises(zoo.ModelUnavailable, match=r"missing from .*CNNLENS_MODELS"):
+        zoo.get_spec(zoo.BUNDLED)
+    with pytest.raises(zoo.ModelUnavailable) as elsewhere:
+        zoo.get_spec(str(tmp_path / "other" / "mine.safetensors"))
+    assert "CNNLENS_MODELS" not in str(elsewhere.value)  # a user's own file is not looked for there

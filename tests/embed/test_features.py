@@ -10,6 +10,7 @@ from core import embed as E
 from core.embed import features
 from core.embed.cache import ArrayCache
 from core.zoo import preprocess
+from tests.explain.devices import DEVICES
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +142,14 @@ def test_bn1_embeds_bn1_itself_not_the_inplace_relu_after_it(bundled, digits, tm
     np.testing.assert_allclose(emb.vectors, expected, rtol=1e-4, atol=1e-5)
     vector, _ = E.embed_array(bundled, images.image(3), "bn1")
     np.testing.assert_allclose(vector, expected[3], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_embeddings_on_every_device_match_the_cpu_forward_pass(digits_model, small, tmp_path, device):
+    """The registry's model loaded on ``device`` (one cache entry per device) embeds as the CPU reference does."""
+    on_device = E.load("digits-cnn", torch.device(device))
+    assert on_device.device.type == device and E.load("digits-cnn", torch.device(device)) is on_device
+    emb = E.embed(on_device, small, "avgpool", cache=ArrayCache(tmp_path), batch_size=16)
+    feats, probs = reference(E.load("digits-cnn", torch.device("cpu")), small, "avgpool")
+    np.testing.assert_allclose(emb.vectors, feats, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(emb.confidences, probs.max(1), rtol=1e-4, atol=1e-6)

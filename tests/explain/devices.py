@@ -1,4 +1,6 @@
-"""Devices for model-running explainer tests: the CPU always, CUDA when this machine has it (skipped otherwise)."""
+"""Devices for tests that run a model (explainers, the zoo, embeddings, the receptive-field lesson): the CPU always,
+CUDA when this machine has it (skipped otherwise). A test parametrised with ``DEVICES`` has "cuda" in its id, so
+``pytest -k cuda`` (``make test-gpu``, ``bench/gpu_check.sh``) runs exactly the CUDA subset."""
 
 from __future__ import annotations
 
