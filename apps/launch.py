@@ -41,9 +41,28 @@ def classroom(argv: list[str] | None = None) -> None:
     cli.main(["run", str(CLASSROOM), *options], prog_name="streamlit")
 
 
+STOP_WAIT = 30.0  # seconds each app gets to cancel its requests and delete visitors' files before it is killed
+
+
 def _stop(signum: int, frame: object) -> None:
-    """SIGTERM stops both apps as Ctrl-C does (otherwise the children would outlive the launcher)."""
+    """SIGTERM or SIGHUP (a closed terminal) stops both apps as Ctrl-C does (the children must not outlive the
+    launcher: they hold visitors' uploads until they have cleaned up)."""
     raise KeyboardInterrupt
+
+
+def stop_children(children: list[subprocess.Popen], wait: float = STOP_WAIT) -> None:
+    """Ask every child to stop (SIGTERM: each app cancels its work and deletes what visitors left), wait up to
+    ``wait`` seconds for all of them together, then kill the ones still running."""
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+    deadline = time.monotonic() + wait
+    for child in children:
+        try:
+            child.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
 
 
 def main() -> None:
@@ -60,7 +79,8 @@ def main() -> None:
         [sys.executable, "-m", "apps.xray_app", "--host", args.host, "--port", str(args.gradio_port)],
     ]
     children = [subprocess.Popen(cmd, env=env, cwd=APPS.parent) for cmd in commands]  # where .streamlit/ lies
-    signal.signal(signal.SIGTERM, _stop)
+    for number in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, _stop)
     print(f"\n  CNN Lens classroom:  http://{args.host}:{args.streamlit_port}\n"
           f"  Explain my X-ray:    http://{args.host}:{args.gradio_port}\n"
           "  For education and research only, not for diagnosis. Ctrl-C stops both.\n", flush=True)
@@ -70,13 +90,9 @@ def main() -> None:
     except KeyboardInterrupt:
         pass
     finally:
-        for child in children:
-            child.terminate()
-        for child in children:
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        for number in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(number, signal.SIG_IGN)  # a second Ctrl-C must not leave the children running
+        stop_children(children)
     sys.exit(max((child.returncode or 0) for child in children))
 
 

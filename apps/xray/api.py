@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -23,9 +24,9 @@ import gradio as gr
 import numpy as np
 
 from apps.xray import analysis, views
-from apps.xray.cancel import Cancelled, progress_callback
+from apps.xray.cancel import Cancelled, progress_callback, raise_if_cancelled
 from apps.xray.limits import Limits
-from apps.xray.models import ZooStatus
+from apps.xray.models import ZooStatus, get_model
 from apps.xray.uploads import UploadError, UploadJanitor
 from core.explain import render
 from core.explain.base import METHODS
@@ -108,6 +109,7 @@ def register_api(janitor: UploadJanitor, zoo: ZooStatus, limits: Limits) -> None
     """Add the endpoints to the Blocks being built (call inside its context)."""
 
     def api_errors(fn: Any) -> Any:
+        @functools.wraps(fn)  # Gradio reads the signature to pass gr.Progress in
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             try:
                 return fn(*args, **kwargs)
@@ -116,7 +118,6 @@ def register_api(janitor: UploadJanitor, zoo: ZooStatus, limits: Limits) -> None
             except Cancelled as err:
                 raise gr.Error("The request was cancelled.", print_exception=False) from err
 
-        wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
         return wrapper
 
     @api_errors
@@ -124,8 +125,10 @@ def register_api(janitor: UploadJanitor, zoo: ZooStatus, limits: Limits) -> None
         """Class probabilities for one image file (PNG, JPEG, TIFF or DICOM). Education and research only."""
         if not image:
             raise ValueError("Send an image file.")
-        session = analysis.open_session(load_image(janitor.take(image)), "api", _check_model(zoo, model),
-                                       uploaded=True)
+        janitor.release(image)  # deleted after its grace period even when the request is refused or cancelled
+        key = _check_model(zoo, model)
+        raise_if_cancelled()
+        session = analysis.open_session(load_image(janitor.take(image)), "api", key, uploaded=True)
         return session.probabilities
 
     @api_errors
@@ -134,8 +137,10 @@ def register_api(janitor: UploadJanitor, zoo: ZooStatus, limits: Limits) -> None
         90% prediction set and the out-of-distribution gate (``in_distribution``, ``ood_score``; 1.0 = gate)."""
         if not image:
             raise ValueError("Send an image file.")
-        session = analysis.open_session(load_image(janitor.take(image)), "api", _check_model(zoo, model),
-                                       uploaded=True)
+        janitor.release(image)  # deleted after its grace period even when the request is refused or cancelled
+        key = _check_model(zoo, model)
+        raise_if_cancelled()
+        session = analysis.open_session(load_image(janitor.take(image)), "api", key, uploaded=True)
         return {**session.assessment.as_dict(), "disclaimer": DISCLAIMER}
 
     @api_errors
@@ -148,13 +153,19 @@ def register_api(janitor: UploadJanitor, zoo: ZooStatus, limits: Limits) -> None
         """
         if not image:
             raise ValueError("Send an image file.")
+        janitor.release(image)  # deleted after its grace period even when the request is refused or cancelled
         overrides, options = _parse(params, method)
-        session = analysis.open_session(load_image(janitor.take(image)), "api", _check_model(zoo, model),
-                                       uploaded=True)
+        key = _check_model(zoo, model)
+        side = get_model(key).spec.preprocessing.size
+        limits.check_work(method, overrides, (side, side), options["quality"])  # before any work: what fits
+        raise_if_cancelled()
+        session = analysis.open_session(load_image(janitor.take(image)), "api", key, uploaded=True)
+        raise_if_cancelled()
         panel = analysis.run_method(session, method, overrides, options["target"], options["layer"],
                                     int(options["seed"]), progress_callback(progress, method, 0.0, 0.5))
         if options["quality"]:
             panel.quality = analysis.assess(session, panel, progress_callback(progress, "trust checks", 0.5, 0.5))
+        raise_if_cancelled()
         cmap = options["colormap"] or views.Style().cmap(panel.explanation.signed)
         style = views.Style(cmap, cmap, float(options["opacity"]))  # render.colourise rejects a wrong-family map
         overlay = views.overlay(session, panel.explanation, style)

@@ -14,6 +14,7 @@ thumbnails, in its components' ``temp_files`` when the janitor is bound). A clie
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -29,6 +30,14 @@ SWEEP_SECONDS = 10.0
 
 class UploadError(ValueError):
     """An upload that cannot be read; the message is human."""
+
+
+def _mtime(path: Path) -> float:
+    """When the entry was last modified (infinitely recent when it is gone)."""
+    try:
+        return path.lstat().st_mtime
+    except OSError:
+        return float("inf")
 
 
 def _inode(file: Path) -> int:
@@ -105,6 +114,34 @@ class UploadJanitor:
         """Delete every scheduled upload now (at shutdown)."""
         return self.sweep(now=float("inf"), force=True)
 
+    def tidy(self, min_age: float = 0.0) -> int:
+        """Remove what Gradio leaves behind in its upload folder: empty folders (one per file hash, emptied when
+        their file is deleted) and empty ``tmp*`` files at the top (its multipart parser leaves one for each
+        upload a gradio_client sends). Only entries untouched for ``min_age`` seconds, so an upload being received
+        is never disturbed; everything at shutdown. Returns how many were removed."""
+        removed, cutoff = 0, time.time() - min_age
+        walked = sorted(os.walk(self.root), key=lambda entry: -len(Path(entry[0]).parts))  # deepest first
+        stale = {folder for folder, _, _ in walked if _mtime(Path(folder)) <= cutoff}  # before removals touch them
+        for folder, _, files in walked:
+            path = Path(folder)
+            if path == self.root:
+                for name in files:
+                    stray = path / name
+                    try:
+                        info = stray.lstat()
+                    except OSError:
+                        continue
+                    if name.startswith("tmp") and info.st_size == 0 and info.st_mtime <= cutoff:
+                        stray.unlink(missing_ok=True)
+                        removed += 1
+            elif folder in stale and not path.is_symlink() and not files:
+                try:
+                    path.rmdir()  # only succeeds when empty
+                    removed += 1
+                except OSError:
+                    pass
+        return removed
+
     def _schedule(self, file: Path) -> None:
         if not file.is_relative_to(self.root):
             return  # never delete anything Gradio did not receive as an upload
@@ -148,6 +185,7 @@ class UploadJanitor:
             while True:
                 time.sleep(min(SWEEP_SECONDS, self.grace))
                 self.sweep()
+                self.tidy(min_age=self.grace)
 
         self._thread = threading.Thread(target=loop, name="upload-janitor", daemon=True)
         self._thread.start()

@@ -85,3 +85,27 @@ def test_inside_an_app_whose_records_cannot_be_read_nothing_is_deleted(tmp_path)
     file.write_bytes(b"x")
     janitor.take(file)
     assert janitor.flush() == 0 and file.exists()
+
+
+def test_tidy_removes_only_empty_folders_and_empty_temp_files(tmp_path):
+    import os
+    import time
+
+    root = tmp_path / "gradio-tmp"
+    (root / "emptied-hash" / "inner").mkdir(parents=True)
+    (root / "kept-hash").mkdir()
+    (root / "kept-hash" / "map.png").write_bytes(b"png")
+    (root / "tmpabc123").write_bytes(b"")  # what Gradio's multipart parser leaves per gradio_client upload
+    (root / "tmpfull").write_bytes(b"data")  # not empty: not ours to judge
+    (root / "empty.txt").write_bytes(b"")  # not a temp file's name
+    (root / "fresh-hash").mkdir()
+    (root / "tmpfresh").write_bytes(b"")
+    old = time.time() - 120
+    for path in (root / "emptied-hash", root / "emptied-hash" / "inner", root / "kept-hash", root / "tmpabc123",
+                 root / "tmpfull", root / "empty.txt"):
+        os.utime(path, (old, old))
+    janitor = UploadJanitor(root, grace=60)
+    assert janitor.tidy(min_age=60) == 3  # inner, emptied-hash, tmpabc123; the fresh ones may be uploads arriving
+    left = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    assert left == ["empty.txt", "fresh-hash", "kept-hash", "kept-hash/map.png", "tmpfresh", "tmpfull"]
+    assert janitor.tidy() == 2 and not (root / "fresh-hash").exists() and not (root / "tmpfresh").exists()
