@@ -1,4 +1,4 @@
-"""Pieces every Streamlit page shares: the disclaimer, attribution and X-ray app link."""
+"""Pieces every Streamlit page shares: the disclaimer, attribution, X-ray app link and the model picker."""
 
 from __future__ import annotations
 
@@ -12,10 +12,14 @@ from core.zoo import DISCLAIMER, LoadedModel, ModelUnavailable, load_model, mode
 XRAY_APP_URL = os.environ.get("CNNLENS_XRAY_URL", "http://127.0.0.1:7860")
 
 
-def page_header(title: str, intro: str) -> None:
-    """Title, one-paragraph intro and the education-only disclaimer at the top of a page."""
+def page_header(title: str, intro: str, banner: bool = False) -> None:
+    """Title, the education-only disclaimer and a one-paragraph intro at the top of a page; ``banner`` shows the
+    disclaimer as a bold warning box (the home page) rather than a caption."""
     st.title(title)
-    st.caption(f":warning: {DISCLAIMER}")
+    if banner:
+        st.warning(f"**{DISCLAIMER}**")
+    else:
+        st.caption(f":warning: {DISCLAIMER}")
     st.markdown(intro)
 
 
@@ -35,20 +39,34 @@ def cached_model(name: str) -> tuple[LoadedModel | None, str]:
         return None, str(err)
 
 
-def model_picker(key: str) -> LoadedModel:
-    """Sidebar choice of a zoo model. Models that cannot be used here are marked, with the reason (found without
-    loading anything); only the chosen model is loaded, and if that fails the page stops with the reason."""
-    side = st.sidebar
-    side.header("Model")
-    reasons = {name: unavailable_reason(name) for name in model_names()}
-    name = side.selectbox("Model", list(reasons), key=key,
-                          format_func=lambda n: n if reasons[n] is None else f"{n} (unavailable)")
-    unavailable = {n: why for n, why in reasons.items() if why is not None}
+def usable_models(demos: bool = False) -> tuple[list[str], dict[str, str]]:
+    """Zoo models that can be used here (nothing is loaded or downloaded to find out), and the others with the
+    one-line reason each cannot; ``demos`` adds the digits CNN."""
+    reasons = {name: unavailable_reason(name) for name in model_names(demos=demos)}
+    return [n for n, why in reasons.items() if why is None], {n: why for n, why in reasons.items() if why is not None}
+
+
+def unavailable_note(unavailable: dict[str, str]) -> None:
+    """The models that cannot be used here, once, in a closed expander in the sidebar: one line each."""
     if unavailable:
-        with side.expander(f"{len(unavailable)} unavailable here"):
+        with st.sidebar.expander(f"{len(unavailable)} unavailable here"):
             for n, why in unavailable.items():
                 st.caption(f"**{n}** is unavailable: {why}.")
-    loaded, reason = cached_model(name)  # with internet access, torchvision weights download here
+
+
+def model_picker(key: str) -> LoadedModel:
+    """Sidebar choice among the zoo models that can be used here; the others are listed once, closed, with their
+    reason (nothing is ever downloaded). Only the chosen model is loaded; if that fails the page stops with why."""
+    side = st.sidebar
+    side.header("Model")
+    names, unavailable = usable_models()
+    if not names:
+        unavailable_note(unavailable)
+        st.error("No model can be used here: " + " ".join(f"{n}: {why}." for n, why in unavailable.items()))
+        st.stop()
+    name = side.selectbox("Model", names, key=key)
+    unavailable_note(unavailable)
+    loaded, reason = cached_model(name)
     if loaded is None:
         st.error(f"{name} cannot be used here. {reason}")
         st.stop()

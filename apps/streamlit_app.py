@@ -24,9 +24,15 @@ def favicon() -> Image.Image:
     return Image.fromarray(icon)
 
 
-st.set_page_config(page_title="CNN Lens", page_icon=favicon(), layout="wide")
-navigation: dict[str, list] = {"CNN Lens": [st.Page("classroom/home.py", title="Home", icon=":material/home:",
-                                                    default=True)]}
-for lesson in LESSONS:
-    navigation.setdefault(lesson.group, []).append(st.Page(lesson.file, title=lesson.title, icon=lesson.icon))
-st.navigation(navigation).run()
+def main() -> None:
+    """Page config, then every lesson in the catalogue's groups behind Streamlit's navigation."""
+    st.set_page_config(page_title="CNN Lens", page_icon=favicon(), layout="wide")
+    navigation: dict[str, list] = {"CNN Lens": [st.Page("classroom/home.py", title="Home", icon=":material/home:",
+                                                        default=True)]}
+    for lesson in LESSONS:
+        navigation.setdefault(lesson.group, []).append(st.Page(lesson.file, title=lesson.title, icon=lesson.icon))
+    st.navigation(navigation).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -9,14 +9,6 @@ from apps.grid_plots import PADDING_FILL, TARGET, WINDOW, Highlight, Panel, grid
 from apps.image_picker import SAMPLE, pick_image
 from core.lessons import conv
 
-page_header(
-    "Convolution playground",
-    "Slide a small kernel over an image: each output pixel is the sum of the window's pixels times the kernel's "
-    "weights. Change the padding, stride and dilation and watch the output size follow the formula; then step "
-    "through a small grid one cell at a time. Like every deep-learning library, this is cross-correlation "
-    "(the kernel is not flipped).",
-)
-
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _gray(image: np.ndarray, side: int) -> np.ndarray:
@@ -193,19 +185,31 @@ def _costs() -> None:
                 "(18C² vs 25C² weights).")
 
 
-# ---------------------------------------------------------------------------------------- controls
-left, middle, right = st.columns([1.2, 1, 1], gap="large")
-with left:
-    side = st.select_slider("Work at (longest side, px)", [64, 96, 128, 192, 256], value=128, key="conv_side")
-    picked = pick_image("conv", default=SAMPLE, fallback="camera")
-with middle:
-    kernel = _kernel_editor()
-with right:
-    settings = _settings()
+def main() -> None:
+    """The page: header, controls, the playground on the chosen image, step-through, channels, costs, footer."""
+    page_header(
+        "Convolution playground",
+        "Slide a small kernel over an image: each output pixel is the sum of the window's pixels times the kernel's "
+        "weights. Change the padding, stride and dilation and watch the output size follow the formula; then step "
+        "through a small grid one cell at a time. Like every deep-learning library, this is cross-correlation "
+        "(the kernel is not flipped).",
+    )
+    left, middle, right = st.columns([1.2, 1, 1], gap="large")
+    with left:
+        side = st.select_slider("Work at (longest side, px)", [64, 96, 128, 192, 256], value=128, key="conv_side")
+        picked = pick_image("conv", default=SAMPLE, fallback="camera")
+    with middle:
+        kernel = _kernel_editor()
+    with right:
+        settings = _settings()
 
-if picked is not None:
-    _playground(_gray(picked.array, side), picked.name, kernel, settings)
-_step_through(kernel, settings)
-_multi_channel()
-_costs()
-page_footer()
+    if picked is not None:
+        _playground(_gray(picked.array, side), picked.name, kernel, settings)
+    _step_through(kernel, settings)
+    _multi_channel()
+    _costs()
+    page_footer()
+
+
+if __name__ == "__main__":
+    main()

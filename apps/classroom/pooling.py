@@ -9,14 +9,6 @@ from apps.grid_plots import PADDING_FILL, TARGET, WINDOW, Highlight, Panel, grid
 from core.lessons import pooling
 from core.lessons.conv import cell_arithmetic, fmt
 
-page_header(
-    "Max-pool backprop",
-    "Max pooling keeps the largest value of each window. Backward, each window's upstream gradient goes "
-    "**entirely** to the position that won; the others get zero. When windows overlap (3×3 stride 1), one input "
-    "can win several windows and its gradient is the **sum**. Average pooling instead shares each gradient "
-    "equally across its window.",
-)
-
 GRIDS = {
     "the 5×5 example": pooling.DEFAULT_GRID,
     "ties": pooling.TIES_GRID,
@@ -175,6 +167,19 @@ def _strided_conv() -> None:
                     key="sc_fd_fig")
 
 
-_pooling()
-_strided_conv()
-page_footer()
+def main() -> None:
+    """The page: header, max-pool backprop, strided-convolution gradients, footer."""
+    page_header(
+        "Max-pool backprop",
+        "Max pooling keeps the largest value of each window. Backward, each window's upstream gradient goes "
+        "**entirely** to the position that won; the others get zero. When windows overlap (3×3 stride 1), one input "
+        "can win several windows and its gradient is the **sum**. Average pooling instead shares each gradient "
+        "equally across its window.",
+    )
+    _pooling()
+    _strided_conv()
+    page_footer()
+
+
+if __name__ == "__main__":
+    main()

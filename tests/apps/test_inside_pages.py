@@ -113,14 +113,31 @@ def test_feature_maps_on_a_scikit_image_sample_and_a_bad_upload(bundled):
     assert any("Choose a file" in i.value for i in at.info)
 
 
-def test_unavailable_models_are_listed_with_their_reason():
+def test_unavailable_models_are_listed_once_with_their_reason_and_never_offered():
     at = first_run("feature_maps")
     notes = [c.value for c in at.sidebar.caption if "is unavailable" in c.value]
-    for note in notes:  # offline: the ImageNet models; with their weights cached, none
+    options = at.selectbox(key="fm_model").options
+    assert "cxr-resnet18" in options
+    for note in notes:  # offline: the ImageNet models, with why; with their weights cached, none
         name = note.split("**")[1]
-        at.selectbox(key="fm_model").set_value(name)
-        run(at)
-        assert at.error and name in at.error[0].value and "weights" in at.error[0].value
+        assert name not in options and "weights" in note  # picking one could only fail (or download)
+    names = set(options) | {n.split("**")[1] for n in notes}
+    assert names == {"cxr-resnet18", "resnet18-imagenet", "densenet121-imagenet"}  # every zoo model, once
+
+
+def test_filter_smoothness_shown_is_morans_i_of_the_weights(fm, bundled):
+    """The two smoothness numbers against Moran's I computed by its definition on the raw conv1 weights."""
+    from core.zoo import load_untrained
+    from tests.lessons.test_smoothness import morans_i_by_definition
+
+    cpu = torch.device("cpu")
+    for label, model in (("Smoothness, trained", bundled.model),
+                         ("Smoothness, untrained", load_untrained("cxr-resnet18", device=cpu).model)):
+        w = model.conv1.weight.detach().cpu().double().numpy()
+        assert metric(fm, label) == pytest.approx(np.median([morans_i_by_definition(k) for k in w]), abs=0.006)
+    assert metric(fm, "Smoothness, trained") > metric(fm, "Smoothness, untrained") + 0.15
+    assert any("only partly smooth" in c.value for c in fm.caption)  # the bundled model's filters, in words
+    assert not any("untrained ones are random noise" in c.value for c in fm.caption)
 
 
 # ------------------------------------------------------------------------------------------- activation max
