@@ -12,7 +12,7 @@ import torch
 from plotly.subplots import make_subplots
 
 from apps.common import page_footer, page_header
-from apps.image_picker import decode, pick_image, xray_paths
+from apps.image_picker import PickedImage, decode, pick_image, xray_paths
 from core import zoo
 from core.data import data_dir
 from core.lessons import receptive_field as rf
@@ -20,16 +20,6 @@ from core.lessons.conv import SAMPLES, sample_image
 from core.zoo import ModelUnavailable, Preprocessing, denormalise, preprocess
 
 Network = str | tuple[rf.LayerSpec, ...]  # an architecture name or a hand-built stack
-
-page_header(
-    "Receptive field",
-    "A unit deep in a CNN only sees part of the image: its **receptive field**. Each layer widens it by "
-    "(k' − 1) × *jump* pixels, where k' = d(k − 1) + 1 is the dilated kernel and the *jump* (effective stride) "
-    "is the product of all earlier strides (Araujo, Norris & Sim, Distill 2019). Networks with skip "
-    "connections have many paths from the input, each with its own field. And not every pixel in the field "
-    "counts equally: the **effective receptive field**, the gradient of one unit with respect to the input "
-    "(Luo et al. 2016), is concentrated in the middle.",
-)
 
 # ------------------------------------------------------------------------------------------ cached work
 
@@ -238,8 +228,6 @@ def _short_note(row: rf.Row) -> str:
     return f"{row.n_paths:,} paths disagree" + ("; misaligned" if "misaligned" in note else "")
 
 
-# ------------------------------------------------------------------------------------------ controls
-
 STACK_COLUMNS = ["type", "kernel", "stride", "padding", "dilation"]
 
 
@@ -273,164 +261,204 @@ def _pick_unit(key: str, width: int) -> None:
         st.session_state[f"{key}_row"], st.session_state[f"{key}_col"] = i, j
 
 
-net_col, image_col = st.columns([1.25, 1], gap="large")
-with net_col:
-    mode = st.radio("Network", ["real architecture", "build a stack"], horizontal=True, key="rf_mode")
-    if mode == "build a stack":
-        net: Network | None = _stack_editor()
-        size = st.number_input("Input size (px)", 8, 512, 96, step=8, key="rf_stack_size")
-    else:
-        net = st.selectbox("Architecture", list(zoo.LESSON_ARCHITECTURES), key="rf_arch",
-                           format_func=lambda n: f"{n}: {zoo.LESSON_ARCHITECTURES[n]}")
-        size = st.select_slider("Input size (px)", [64, 96, 128, 160, 192, 224, 256, 320],
-                                value=zoo.architecture_preprocessing(net).size, key=f"rf_size_{net}")
-with image_col:
-    picked = pick_image("rf", fallback="camera")
-
-if net is None or picked is None:
-    page_footer()
-    st.stop()
-image, image_key, image_name = picked.array, picked.key, picked.name
-size = int(size)
-net_key = net if isinstance(net, str) else "stack-" + hashlib.md5(repr(net).encode()).hexdigest()[:10]
-try:
-    with st.spinner("Tracing the network…"):
-        analysis = _analysis(net, size)
-except (ValueError, ModelUnavailable) as err:
-    st.error(str(err))
-    page_footer()
-    st.stop()
-
-# ------------------------------------------------------------------------------------------ the unit
-
-names = [r.name for r in analysis.rows]
-pick_l, pick_r, pick_c = st.columns([2.4, 1, 1])  # room for "Unit column (0…15)" on one line
-node = pick_l.selectbox("Layer (node) whose unit we look at", names, index=len(names) - 1, key=f"rf_node_{net_key}")
-row = analysis.row(node)
-unit_key = f"rf_unit_{net_key}_{size}_{node}"
-for axis, n in (("row", row.height), ("col", row.width)):
-    if st.session_state.get(f"{unit_key}_{axis}", 0) >= n:  # stale click from another grid
-        st.session_state[f"{unit_key}_{axis}"] = n // 2
-i = pick_r.number_input(f"Unit row (0…{row.height - 1})", 0, row.height - 1, row.height // 2, key=f"{unit_key}_row")
-j = pick_c.number_input(f"Unit column (0…{row.width - 1})", 0, row.width - 1, row.width // 2, key=f"{unit_key}_col")
-unit = (int(i), int(j))
-u = rf.unit_field(analysis, node, unit)
-prep = _prep(net, size)
-display = denormalise(preprocess(image, prep), prep)
-
-m1, m2, m3, m4 = st.columns([1, 1.3, 0.8, 1.2])  # the longer labels get the room to show whole
-m1.metric("Receptive field", f"{row.field.size} px", help="Union over all paths from the input to this node.")
-m2.metric("Jump (effective stride)", f"{row.field.jump} px", help="Input pixels between neighbouring units.")
-m3.metric("Output grid", f"{row.height} × {row.width}")
-m4.metric("Field in the padding", f"{u.padding_fraction:.0%}",
-          help="Share of this unit's field outside the image, where it sees only padding (zeros).")
-
-tab_names = ["Layer by layer", "Unit on the image", "Effective receptive field", "1-D view and dilation"]
-tabs = st.tabs(tab_names, key="rf_tab", on_change="rerun")
-
-with tabs[0]:
-    if tabs[0].open:
-        table = pd.DataFrame(analysis.table())
-        # the note column holds a few words that fit its cell; the whole sentence is in the skip-connections table
-        table["note"] = [_short_note(r) for r in analysis.rows]
-        short = {"effective padding": ("eff. padding", "Effective padding: input pixels the field of unit 0 "
-                                                       "reaches beyond the top-left edge."),
-                 "centre of unit 0": ("centre 0", "Centre of unit 0's field, in input pixels."),
-                 "shortest path RF": ("shortest RF", "Receptive field of the shortest path (fewest convolutions) "
-                                                     "from the input.")}
-        st.dataframe(table.drop(columns=["out size"]), hide_index=True, height=300,
-                     column_config={"#": st.column_config.NumberColumn("#", pinned=True),
-                                    "node": st.column_config.TextColumn("node", pinned=True),
-                                    "paths": st.column_config.NumberColumn(format="localized"),
-                                    "note": st.column_config.TextColumn("note", width=170),
-                                    **{c: st.column_config.Column(label, help=text)
-                                       for c, (label, text) in short.items()}})
-        st.plotly_chart(layers_figure(analysis, node), key="rf_layers_chart")
-        for note in analysis.notes:
-            st.caption(note)
-        if analysis.merges:
-            with st.expander(f"Skip connections: {len(analysis.merges)} merge nodes where paths disagree"):
-                st.markdown(
-                    "Where branches meet (a residual **add**, a DenseNet **concatenate**), a unit sees the union of "
-                    "what every path sees. Paths through shortcuts skip convolutions, so their fields are smaller; "
-                    "the table's *shortest path RF* column shows the smallest. If paths were centred on different "
-                    "pixels the network would be misaligned (Araujo et al.); the note says so when it happens.")
-                # a static table: its note sentences wrap instead of being cut at the cell's edge
-                merges = pd.DataFrame([{"node": r.name, "operation": r.op, "paths": f"{r.n_paths:,}",
-                                        "note": r.note()} for r in analysis.merges])
-                st.table(merges, hide_index=True)
-
-with tabs[1]:
-    if tabs[1].open:
-        fig_col, text_col = st.columns([2.2, 1])
-        with fig_col:
-            st.plotly_chart(unit_figure(display, row, u, size), key=f"{unit_key}_click",
-                            on_select=lambda: _pick_unit(unit_key, row.width), selection_mode="points")
-        with text_col:
-            st.markdown(f"**{image_name}**, resized to {size} × {size} px as the network sees it.")
-            st.markdown(
-                f"Unit **{unit}** of `{node}` sees input rows **{u.rows[0]}…{u.rows[1]}** and columns "
-                f"**{u.cols[0]}…{u.cols[1]}** (dashed), centred on ({u.centre[0]:g}, {u.centre[1]:g}). Inside the "
-                f"image that is rows {u.clipped_rows[0]}…{u.clipped_rows[1]}, columns "
-                f"{u.clipped_cols[0]}…{u.clipped_cols[1]} (shaded); **{u.padding_fraction:.0%}** of the field is "
-                "padding.")
-            st.markdown("Blue dots are the centres of every unit's field in this layer, one jump apart: **click a "
-                        "dot** to choose that unit.")
-            if len(row.paths) > 1:
-                st.info(row.note())
-
-with tabs[2]:
-    if tabs[2].open:
-        c1, c2 = st.columns(2)
-        n_inputs = c1.slider("Inputs to average over", 1, 8, 4, key="rf_erf_inputs",
-                             help="Your image plus other X-rays (or scikit-image samples without the data folder).")
-        fraction = c2.slider("Mass the circle holds", 0.5, 0.99, 0.9, 0.01, key="rf_erf_fraction")
-        maps: dict[str, np.ndarray] = {}
-        with st.spinner("Back-propagating from the unit to the input…"):
-            maps["random weights"] = _erf(net, False, node, unit, size, image, image_key, n_inputs)
-            try:
-                maps["trained weights"] = _erf(net, True, node, unit, size, image, image_key, n_inputs)
-            except ModelUnavailable as err:
-                trained_note = str(err)
-            else:
-                trained_note = ""
-        summaries = {k: rf.summarise_erf(v, u, fraction) for k, v in maps.items()}
-        st.plotly_chart(erf_figure(display, maps, u, {k: s.radius for k, s in summaries.items()}, size),
-                        key="rf_erf_chart")
-        st.dataframe(pd.DataFrame([{"weights": k, f"radius holding {fraction:.0%} (px)": round(s.radius, 1),
-                                    "diameter / field size": f"{s.size_ratio:.1%}",
-                                    "mass inside the field": f"{s.inside_box:.4%}"} for k, s in summaries.items()]),
-                     hide_index=True)
-        if trained_note:
-            st.info(trained_note)
-        st.plotly_chart(profile_figure(maps, u), key="rf_erf_profile")
-        st.caption(
-            "Heat: mean |∂ unit / ∂ input| over the inputs (each input's map scaled to sum 1), relative to its peak. "
-            "Red: the theoretical field; blue: the circle around its centre holding the chosen share of the "
-            "gradient. Gradients never leave the theoretical field (the table's last column), but most of their "
-            "mass sits in a core much smaller than it, and the part of the field in the padding sees no pixels. "
-            "ImageNet weights are never downloaded here, so the trained comparison uses the bundled X-ray model.")
-
-with tabs[3]:
-    if tabs[3].open:
-        if isinstance(net, tuple):
-            st.markdown("**Your stack in 1-D.** Each dot is a unit at its field centre; its size counts the paths "
-                        "from it to the top unit (all-ones kernels). Pools count like convolutions here.")
-            st.plotly_chart(contributions_figure(net), key="rf_stack_1d")
+def _network_and_image() -> tuple[Network | None, int, PickedImage | None]:
+    """The network (a real architecture or a hand-built stack), its input size, and the image."""
+    net_col, image_col = st.columns([1.25, 1], gap="large")
+    with net_col:
+        mode = st.radio("Network", ["real architecture", "build a stack"], horizontal=True, key="rf_mode")
+        if mode == "build a stack":
+            net: Network | None = _stack_editor()
+            size = st.number_input("Input size (px)", 8, 512, 96, step=8, key="rf_stack_size")
         else:
-            st.info("Switch to *build a stack* to see your own layers in 1-D; the demo below shows dilation.")
-        st.markdown("**Dilation.** Stacking dilated 3-tap convolutions grows the field linearly (constant dilation) "
-                    "or exponentially (dilation doubling each layer, Yu & Koltun 2016; WaveNet) at the same cost. "
-                    "Constant dilation leaves holes: some inputs never reach the unit (gridding).")
-        d1, d2, d3, d4 = st.columns(4)
-        schedule = d1.radio("Dilation", rf.SCHEDULES, index=2, key="rf_dil_schedule",
-                            format_func={"none": "none", "constant": "constant", "exponential": "doubling"}.get)
-        depth = d2.slider("Layers", 1, 6, 4, key="rf_dil_depth")
-        kernel = d3.select_slider("Kernel", [2, 3, 5], value=3, key="rf_dil_kernel")
-        rate = d4.select_slider("Rate", [2, 3], value=2, key="rf_dil_rate")
-        demo = tuple(rf.dilation_stack(schedule, depth, kernel, rate))
-        left, right = st.columns([1.4, 1])
-        left.plotly_chart(contributions_figure(demo), key="rf_dilation_1d")
-        right.plotly_chart(growth_figure(depth, kernel, rate), key="rf_growth")
+            net = st.selectbox("Architecture", list(zoo.LESSON_ARCHITECTURES), key="rf_arch",
+                               format_func=lambda n: f"{n}: {zoo.LESSON_ARCHITECTURES[n]}")
+            size = st.select_slider("Input size (px)", [64, 96, 128, 160, 192, 224, 256, 320],
+                                    value=zoo.architecture_preprocessing(net).size, key=f"rf_size_{net}")
+    with image_col:
+        picked = pick_image("rf", fallback="camera")
+    return net, int(size), picked
 
-page_footer()
+
+def _unit(analysis: rf.Analysis, net_key: str, size: int) -> tuple[str, rf.Row, str, rf.UnitField]:
+    """The node and unit to look at, and its field's headline numbers; returns the node, its row, the unit's
+    widget key and its field."""
+    names = [r.name for r in analysis.rows]
+    pick_l, pick_r, pick_c = st.columns([2.4, 1, 1])  # room for "Unit column (0…15)" on one line
+    node = pick_l.selectbox("Layer (node) whose unit we look at", names, index=len(names) - 1, key=f"rf_node_{net_key}")
+    row = analysis.row(node)
+    unit_key = f"rf_unit_{net_key}_{size}_{node}"
+    for axis, n in (("row", row.height), ("col", row.width)):
+        if st.session_state.get(f"{unit_key}_{axis}", 0) >= n:  # stale click from another grid
+            st.session_state[f"{unit_key}_{axis}"] = n // 2
+    i = pick_r.number_input(f"Unit row (0…{row.height - 1})", 0, row.height - 1, row.height // 2, key=f"{unit_key}_row")
+    j = pick_c.number_input(f"Unit column (0…{row.width - 1})", 0, row.width - 1, row.width // 2, key=f"{unit_key}_col")
+    unit = (int(i), int(j))
+    u = rf.unit_field(analysis, node, unit)
+
+    m1, m2, m3, m4 = st.columns([1, 1.3, 0.8, 1.2])  # the longer labels get the room to show whole
+    m1.metric("Receptive field", f"{row.field.size} px", help="Union over all paths from the input to this node.")
+    m2.metric("Jump (effective stride)", f"{row.field.jump} px", help="Input pixels between neighbouring units.")
+    m3.metric("Output grid", f"{row.height} × {row.width}")
+    m4.metric("Field in the padding", f"{u.padding_fraction:.0%}",
+              help="Share of this unit's field outside the image, where it sees only padding (zeros).")
+    return node, row, unit_key, u
+
+
+def _layer_by_layer(analysis: rf.Analysis, node: str) -> None:
+    """The per-layer table and chart, and the merge nodes where paths disagree."""
+    table = pd.DataFrame(analysis.table())
+    # the note column holds a few words that fit its cell; the whole sentence is in the skip-connections table
+    table["note"] = [_short_note(r) for r in analysis.rows]
+    short = {"effective padding": ("eff. padding", "Effective padding: input pixels the field of unit 0 "
+                                                   "reaches beyond the top-left edge."),
+             "centre of unit 0": ("centre 0", "Centre of unit 0's field, in input pixels."),
+             "shortest path RF": ("shortest RF", "Receptive field of the shortest path (fewest convolutions) "
+                                                 "from the input.")}
+    st.dataframe(table.drop(columns=["out size"]), hide_index=True, height=300,
+                 column_config={"#": st.column_config.NumberColumn("#", pinned=True),
+                                "node": st.column_config.TextColumn("node", pinned=True),
+                                "paths": st.column_config.NumberColumn(format="localized"),
+                                "note": st.column_config.TextColumn("note", width=170),
+                                **{c: st.column_config.Column(label, help=text)
+                                   for c, (label, text) in short.items()}})
+    st.plotly_chart(layers_figure(analysis, node), key="rf_layers_chart")
+    for note in analysis.notes:
+        st.caption(note)
+    if analysis.merges:
+        with st.expander(f"Skip connections: {len(analysis.merges)} merge nodes where paths disagree"):
+            st.markdown(
+                "Where branches meet (a residual **add**, a DenseNet **concatenate**), a unit sees the union of "
+                "what every path sees. Paths through shortcuts skip convolutions, so their fields are smaller; "
+                "the table's *shortest path RF* column shows the smallest. If paths were centred on different "
+                "pixels the network would be misaligned (Araujo et al.); the note says so when it happens.")
+            # a static table: its note sentences wrap instead of being cut at the cell's edge
+            merges = pd.DataFrame([{"node": r.name, "operation": r.op, "paths": f"{r.n_paths:,}",
+                                    "note": r.note()} for r in analysis.merges])
+            st.table(merges, hide_index=True)
+
+
+def _unit_on_the_image(display: np.ndarray, row: rf.Row, u: rf.UnitField, size: int, unit_key: str,
+                       image_name: str) -> None:
+    """The chosen unit's field drawn on the image; clicking a dot picks another unit."""
+    node, unit = u.node, u.unit
+    fig_col, text_col = st.columns([2.2, 1])
+    with fig_col:
+        st.plotly_chart(unit_figure(display, row, u, size), key=f"{unit_key}_click",
+                        on_select=lambda: _pick_unit(unit_key, row.width), selection_mode="points")
+    with text_col:
+        st.markdown(f"**{image_name}**, resized to {size} × {size} px as the network sees it.")
+        st.markdown(
+            f"Unit **{unit}** of `{node}` sees input rows **{u.rows[0]}…{u.rows[1]}** and columns "
+            f"**{u.cols[0]}…{u.cols[1]}** (dashed), centred on ({u.centre[0]:g}, {u.centre[1]:g}). Inside the "
+            f"image that is rows {u.clipped_rows[0]}…{u.clipped_rows[1]}, columns "
+            f"{u.clipped_cols[0]}…{u.clipped_cols[1]} (shaded); **{u.padding_fraction:.0%}** of the field is "
+            "padding.")
+        st.markdown("Blue dots are the centres of every unit's field in this layer, one jump apart: **click a "
+                    "dot** to choose that unit.")
+        if len(row.paths) > 1:
+            st.info(row.note())
+
+
+def _effective_field(net: Network, u: rf.UnitField, size: int, image: np.ndarray, image_key: str,
+                     display: np.ndarray) -> None:
+    """The effective receptive field of random and trained weights next to the theoretical field."""
+    node, unit = u.node, u.unit
+    c1, c2 = st.columns(2)
+    n_inputs = c1.slider("Inputs to average over", 1, 8, 4, key="rf_erf_inputs",
+                         help="Your image plus other X-rays (or scikit-image samples without the data folder).")
+    fraction = c2.slider("Mass the circle holds", 0.5, 0.99, 0.9, 0.01, key="rf_erf_fraction")
+    maps: dict[str, np.ndarray] = {}
+    with st.spinner("Back-propagating from the unit to the input…"):
+        maps["random weights"] = _erf(net, False, node, unit, size, image, image_key, n_inputs)
+        try:
+            maps["trained weights"] = _erf(net, True, node, unit, size, image, image_key, n_inputs)
+        except ModelUnavailable as err:
+            trained_note = str(err)
+        else:
+            trained_note = ""
+    summaries = {k: rf.summarise_erf(v, u, fraction) for k, v in maps.items()}
+    st.plotly_chart(erf_figure(display, maps, u, {k: s.radius for k, s in summaries.items()}, size),
+                    key="rf_erf_chart")
+    st.dataframe(pd.DataFrame([{"weights": k, f"radius holding {fraction:.0%} (px)": round(s.radius, 1),
+                                "diameter / field size": f"{s.size_ratio:.1%}",
+                                "mass inside the field": f"{s.inside_box:.4%}"} for k, s in summaries.items()]),
+                 hide_index=True)
+    if trained_note:
+        st.info(trained_note)
+    st.plotly_chart(profile_figure(maps, u), key="rf_erf_profile")
+    st.caption(
+        "Heat: mean |∂ unit / ∂ input| over the inputs (each input's map scaled to sum 1), relative to its peak. "
+        "Red: the theoretical field; blue: the circle around its centre holding the chosen share of the "
+        "gradient. Gradients never leave the theoretical field (the table's last column), but most of their "
+        "mass sits in a core much smaller than it, and the part of the field in the padding sees no pixels. "
+        "ImageNet weights are never downloaded here, so the trained comparison uses the bundled X-ray model.")
+
+
+def _dilation(net: Network) -> None:
+    """A stack in 1-D (path counts) and how dilation schedules grow the field."""
+    if isinstance(net, tuple):
+        st.markdown("**Your stack in 1-D.** Each dot is a unit at its field centre; its size counts the paths "
+                    "from it to the top unit (all-ones kernels). Pools count like convolutions here.")
+        st.plotly_chart(contributions_figure(net), key="rf_stack_1d")
+    else:
+        st.info("Switch to *build a stack* to see your own layers in 1-D; the demo below shows dilation.")
+    st.markdown("**Dilation.** Stacking dilated 3-tap convolutions grows the field linearly (constant dilation) "
+                "or exponentially (dilation doubling each layer, Yu & Koltun 2016; WaveNet) at the same cost. "
+                "Constant dilation leaves holes: some inputs never reach the unit (gridding).")
+    d1, d2, d3, d4 = st.columns(4)
+    schedule = d1.radio("Dilation", rf.SCHEDULES, index=2, key="rf_dil_schedule",
+                        format_func={"none": "none", "constant": "constant", "exponential": "doubling"}.get)
+    depth = d2.slider("Layers", 1, 6, 4, key="rf_dil_depth")
+    kernel = d3.select_slider("Kernel", [2, 3, 5], value=3, key="rf_dil_kernel")
+    rate = d4.select_slider("Rate", [2, 3], value=2, key="rf_dil_rate")
+    demo = tuple(rf.dilation_stack(schedule, depth, kernel, rate))
+    left, right = st.columns([1.4, 1])
+    left.plotly_chart(contributions_figure(demo), key="rf_dilation_1d")
+    right.plotly_chart(growth_figure(depth, kernel, rate), key="rf_growth")
+
+
+def main() -> None:
+    """The page: header, network and image, the traced table, the unit, four tabs, footer."""
+    page_header(
+        "Receptive field",
+        "A unit deep in a CNN only sees part of the image: its **receptive field**. Each layer widens it by "
+        "(k' − 1) × *jump* pixels, where k' = d(k − 1) + 1 is the dilated kernel and the *jump* (effective stride) "
+        "is the product of all earlier strides (Araujo, Norris & Sim, Distill 2019). Networks with skip "
+        "connections have many paths from the input, each with its own field. And not every pixel in the field "
+        "counts equally: the **effective receptive field**, the gradient of one unit with respect to the input "
+        "(Luo et al. 2016), is concentrated in the middle.",
+    )
+    net, size, picked = _network_and_image()
+    if net is None or picked is None:
+        page_footer()
+        st.stop()
+    net_key = net if isinstance(net, str) else "stack-" + hashlib.md5(repr(net).encode()).hexdigest()[:10]
+    try:
+        with st.spinner("Tracing the network…"):
+            analysis = _analysis(net, size)
+    except (ValueError, ModelUnavailable) as err:
+        st.error(str(err))
+        page_footer()
+        st.stop()
+    node, row, unit_key, u = _unit(analysis, net_key, size)
+    prep = _prep(net, size)
+    display = denormalise(preprocess(picked.array, prep), prep)
+    tab_names = ["Layer by layer", "Unit on the image", "Effective receptive field", "1-D view and dilation"]
+    tabs = st.tabs(tab_names, key="rf_tab", on_change="rerun")
+    with tabs[0]:
+        if tabs[0].open:
+            _layer_by_layer(analysis, node)
+    with tabs[1]:
+        if tabs[1].open:
+            _unit_on_the_image(display, row, u, size, unit_key, picked.name)
+    with tabs[2]:
+        if tabs[2].open:
+            _effective_field(net, u, size, picked.array, picked.key, display)
+    with tabs[3]:
+        if tabs[3].open:
+            _dilation(net)
+    page_footer()
+
+
+if __name__ == "__main__":
+    main()

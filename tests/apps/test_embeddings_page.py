@@ -114,6 +114,18 @@ def test_inspect_tab_shows_grad_cam_and_neighbours(page):
     assert labels[0].startswith("Download CSV") and labels[1] == "Download PNG of the map"
 
 
+def test_only_usable_models_are_offered_and_the_others_are_listed_once(page):
+    from core.zoo import model_names, unavailable_reason
+
+    offered = page.sidebar.selectbox(key="emb_model_cxr-resnet18").options
+    usable = [n for n in model_names(demos=True) if unavailable_reason(n) is None]
+    assert offered == usable and "digits-cnn" in offered
+    compare = page.sidebar.selectbox(key="emb_compare_cxr-resnet18").options
+    assert set(compare) == {"(none)", "cxr-resnet18 (untrained)", *usable} - {"cxr-resnet18"}
+    notes = [c.value for c in page.sidebar.caption if "is unavailable" in c.value]
+    assert sorted(n.split("**")[1] for n in notes) == sorted(set(model_names(demos=True)) - set(usable))
+
+
 def test_pca_correctness_colouring_and_untrained_comparison(page):
     page.segmented_control(key="emb_method").set_value("PCA")
     page.selectbox(key="emb_colour").set_value("correct / incorrect")

@@ -284,3 +284,44 @@ def test_page_renders_in_chromium(browser, streamlit_url, artifacts, path, title
         page.screenshot(path=str(artifacts / f"lesson_{path}.png"), full_page=True)
     finally:
         page.close()
+
+
+# ------------------------------------------------------------------------------------------ one page style
+STYLED_PAGES = ["home", "convolution", "pooling", "activations", "receptive_field", "feature_maps", "activation_max",
+                "embeddings"]
+
+
+@pytest.mark.parametrize("name", STYLED_PAGES)
+def test_page_is_sections_and_a_main_that_runs_only_as_a_script(name):
+    """Top level: imports, definitions, constants and ``if __name__ == "__main__": main()``; no Streamlit call."""
+    import ast
+    import runpy
+
+    from tests.helpers import PAGES
+
+    tree = ast.parse((PAGES / f"{name}.py").read_text())
+    allowed = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef, ast.Assign, ast.AnnAssign)
+    *body, guard = [node for node in tree.body if not isinstance(node, ast.Expr | ast.Constant)
+                    or not isinstance(getattr(node, "value", None), ast.Constant)]  # the docstring aside
+    assert all(isinstance(node, allowed) for node in body), [ast.dump(n)[:80] for n in body
+                                                              if not isinstance(n, allowed)]
+    for node in body:
+        if isinstance(node, ast.Assign | ast.AnnAssign):  # constants only: no st.* or page work at import
+            calls = [c for c in ast.walk(node) if isinstance(c, ast.Call)]
+            assert not any(ast.unparse(c.func).startswith("st.") for c in calls), ast.unparse(node)
+    assert ast.unparse(guard) == "if __name__ == '__main__':\n    main()"
+    module = runpy.run_path(str(PAGES / f"{name}.py"), run_name="imported")  # importable: nothing runs
+    assert callable(module["main"])
+
+
+def test_home_shows_the_disclaimer_in_a_box_and_links_every_lesson():
+    from streamlit.testing.v1 import AppTest
+
+    from apps.catalogue import LESSONS
+    from core.zoo import DISCLAIMER
+    from tests.helpers import ROOT
+
+    at = run(AppTest.from_file(str(ROOT / "apps" / "streamlit_app.py"), default_timeout=120))
+    assert [w.value for w in at.warning] == [f"**{DISCLAIMER}**"]  # bold, in a box: not a small grey caption
+    assert not any(c.value.startswith(":warning:") for c in at.caption)
+    assert len(at.get("page_link")) == len(LESSONS)
