@@ -49,7 +49,7 @@ def _table() -> None:
     bar.empty()
     num = {c: st.column_config.NumberColumn(format="%.2f") for c in ("parameters (M)", "multiply-adds (G)")}
     num |= {c: st.column_config.NumberColumn(format="%.1f") for c in rows[0] if "%" in c or c.startswith("paper: p")}
-    st.dataframe(pd.DataFrame(rows), hide_index=True, column_config=num, key="ar_table")
+    st.dataframe(pd.DataFrame(rows), hide_index=True, column_config=num)
     st.caption(
         "Parameters: sum of p.numel() over the model's parameters. Multiply-adds: half of the FLOPs that "
         "torch.utils.flop_counter.FlopCounterMode counts for one image (convolutions and matrix products only; "
@@ -91,7 +91,7 @@ def _speed_section() -> None:
         rows.append({"architecture": name, "images/s": _speed(name, size, threads),
                      "multiply-adds (G)": _measured(name, size).macs / 1e9})
     bar.empty()
-    st.dataframe(pd.DataFrame(rows), hide_index=True, key="ar_speed_table", column_config={
+    st.dataframe(pd.DataFrame(rows), hide_index=True, column_config={
         "images/s": st.column_config.NumberColumn(format="%.1f"),
         "multiply-adds (G)": st.column_config.NumberColumn(format="%.2f")})
     st.caption(f"Best of 3 batches of 4 random images after a warm-up, {threads} torch thread(s), on this server while "
@@ -119,7 +119,7 @@ def _calculator() -> None:
                          "multiply-adds": cost.macs, "formula": cost.macs_formula,
                          "torch: parameters": params, "torch: multiply-adds": macs,
                          "multiply-adds saved": comp.saving if which == "after" else None})
-    st.dataframe(pd.DataFrame(rows), hide_index=True, key="ar_costs", column_config={
+    st.dataframe(pd.DataFrame(rows), hide_index=True, column_config={
         "multiply-adds saved": st.column_config.NumberColumn(format="percent")})
     st.caption("Formulas from core.lessons.conv (with biases); the torch columns build the same layers (same padding) "
                "and count them with sum(p.numel()) and FlopCounterMode. A 5×5 becomes two 3×3 (same 5 px field): "

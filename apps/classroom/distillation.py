@@ -102,7 +102,7 @@ def _results(results: list[D.Result], task: T.Task) -> None:
     fmt |= {"parameters": st.column_config.NumberColumn(format="%d"),
             "images/s": st.column_config.NumberColumn(format="%.0f"),
             "training (s)": st.column_config.NumberColumn(format="%.1f")}
-    st.dataframe(pd.DataFrame(rows), hide_index=True, column_config=fmt, key="di_table")
+    st.dataframe(pd.DataFrame(rows), hide_index=True, column_config=fmt)
     fig = go.Figure([go.Bar(name=r.name, x=[f"AUC, {s}" for s in sets] + [f"accuracy, {s}" for s in sets],
                             y=[r.auc[s] for s in sets] + [r.accuracy[s] for s in sets]) for r in results])
     fig.update_layout(barmode="group", height=340, yaxis_range=[0, 1], margin={"l": 40, "r": 10, "t": 10, "b": 40},
