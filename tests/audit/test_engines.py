@@ -80,3 +80,13 @@ def test_killed_run_completes_on_rerun_without_redoing_finished_files(marker_set
     assert len(seen) == 18 and not set(seen) & first
     rows = pd.read_parquet(out / "audit.parquet")
     assert sorted(rows["file"]) == sorted(first | set(seen)) and rows["file"].is_unique
+
+
+def test_local_engine_never_imports_ray(marker_set, tmp_path):
+    root, model = marker_set
+    script = ("import sys; from core.audit import audit; "
+              f"audit({str(model)!r}, {str(root)!r}, {str(tmp_path / 'out')!r}, limit=4); "
+              "assert 'ray' not in sys.modules, 'ray imported'")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "out" / "audit.parquet").is_file()
