@@ -158,6 +158,21 @@ def main(argv: list[str] | None = None) -> None:
                 css=CSS, footer_links=["api"], run_history=False,  # run history would keep X-rays in the browser
                 enable_monitoring=False, mcp_server=False, pwa=False, ssr_mode=False)
 
+    # launch returns once Ctrl-C or SIGTERM has closed the server: clean up now and end the process
+    atexit.unregister(shutdown)  # registered only for an exit by an error
+    shutdown(slots, janitor, demo, args.stop_wait)
+    _exit_now()
+
+
+def _exit_now() -> None:
+    """End the process once the clean-up is done, without the interpreter's teardown: with torch loaded and
+    Gradio's worker threads parked, that teardown aborted the process ("terminate called without an active
+    exception", exit status -6) after cancelled explanations, and there is nothing left for it to do."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
 
 if __name__ == "__main__":
     if importlib.util.find_spec("apps") is None:  # `python apps/xray_app.py` from a checkout that is not installed
