@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -28,35 +27,13 @@ import numpy as np
 from PIL import Image
 
 from bench.common import table
-from bench.load import free_port, percentile, rss_mib
+from bench.load import free_port, percentile, rss_mib, start_app
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOOD = ("smoothgrad", json.dumps({"n_samples": 10, "quality": False}))  # about a second of one core each
 PROBE = ("grad_cam", json.dumps({"quality": False}))
 LIME = ("lime", json.dumps({"n_samples": 6000, "quality": False}))  # minutes of work, within the budget
 LOCK = threading.Lock()
-
-
-def start(port: int, log: Path, *flags: str) -> subprocess.Popen:
-    """The app on loopback with ``flags``; returns once its API answers."""
-    from gradio_client import Client
-
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": str(ROOT),
-           "GRADIO_TEMP_DIR": str(log.parent / "gradio-tmp")}
-    with log.open("w") as handle:
-        proc = subprocess.Popen([sys.executable, str(ROOT / "apps" / "xray_app.py"), "--port", str(port),
-                                 "--no-similar", *flags], cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the app exited during start-up:\n{log.read_text()[-3000:]}")
-        try:
-            Client(f"http://127.0.0.1:{port}", verbose=False)
-            return proc
-        except Exception:  # not up yet
-            time.sleep(0.5)
-    proc.kill()
-    raise TimeoutError(f"the app did not answer within 300 s:\n{log.read_text()[-3000:]}")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -174,7 +151,7 @@ def memory(url: str, pid: int, folder: Path) -> dict:
 def scenario(label: str, flags: list[str], args: argparse.Namespace, image: str, work: Path) -> dict:
     """Probe alone, probe under flood, and this server's extra measurement; returns rows and figures."""
     port = free_port()
-    proc = start(port, work / f"{label}.log", *flags)
+    proc = start_app(port, work / f"{label}.log", "--no-similar", *flags, GRADIO_TEMP_DIR=str(work / "gradio-tmp"))
     url = f"http://127.0.0.1:{port}"
     result: dict = {"label": label}
     try:

@@ -35,14 +35,15 @@ def rss_mib(pid: int) -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
-def start_app(port: int, log: Path) -> subprocess.Popen:
-    """Launch apps/xray_app.py on loopback, its output going to ``log``, and wait until its API answers."""
+def start_app(port: int, log: Path, *flags: str, **env_extra: str) -> subprocess.Popen:
+    """Launch apps/xray_app.py on loopback with ``flags`` and extra environment variables, its output going to
+    ``log``, and wait until its API answers."""
     from gradio_client import Client
 
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": str(ROOT), **env_extra}
     with log.open("w") as handle:
         proc = subprocess.Popen([sys.executable, str(ROOT / "apps" / "xray_app.py"), "--host", "127.0.0.1", "--port",
-                                 str(port)], cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
+                                 str(port), *flags], cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
     deadline = time.time() + 180
     while time.time() < deadline:
         if proc.poll() is not None:
