@@ -15,6 +15,7 @@ from core.zoo import BUNDLED, LoadedModel, ModelUnavailable, get_spec, load_mode
 
 DECODE_PX = 192  # the teacher's input size
 VALIDATION_FILMS = 200
+SHORT = {"validation fold": "validation", "external (new patients)": "new patients"}  # table headings
 
 
 @st.cache_resource(show_spinner=False, max_entries=3)
@@ -90,12 +91,13 @@ def _results(results: list[D.Result], task: T.Task) -> None:
     """The three models side by side."""
     st.subheader("Teacher and the two students")
     sets = list(task.evals)
+    short = {s: SHORT.get(s, s) for s in sets}
     rows = []
     for r in results:
         row = {"model": r.name, "parameters": r.params, "input (px)": r.input_size, "images/s": r.images_per_s}
         for s in sets:
-            row[f"AUC, {s}"] = r.auc[s]
-            row[f"accuracy, {s}"] = r.accuracy[s]
+            row[f"AUC, {short[s]}"] = r.auc[s]
+            row[f"accuracy, {short[s]}"] = r.accuracy[s]
         row["training (s)"] = r.train_seconds
         rows.append(row)
     fmt = {c: st.column_config.NumberColumn(format="%.3f") for c in rows[0] if c.startswith(("AUC", "accuracy"))}
@@ -103,7 +105,7 @@ def _results(results: list[D.Result], task: T.Task) -> None:
             "images/s": st.column_config.NumberColumn(format="%.0f"),
             "training (s)": st.column_config.NumberColumn(format="%.1f")}
     st.dataframe(pd.DataFrame(rows), hide_index=True, column_config=fmt)
-    fig = go.Figure([go.Bar(name=r.name, x=[f"AUC, {s}" for s in sets] + [f"accuracy, {s}" for s in sets],
+    fig = go.Figure([go.Bar(name=r.name, x=[f"AUC, {short[s]}" for s in sets] + [f"accuracy, {short[s]}" for s in sets],
                             y=[r.auc[s] for s in sets] + [r.accuracy[s] for s in sets]) for r in results])
     fig.update_layout(barmode="group", height=340, yaxis_range=[0, 1], margin={"l": 40, "r": 10, "t": 10, "b": 40},
                       legend={"orientation": "h", "y": 1.15})

@@ -61,17 +61,18 @@ def _handcrafted(data_key: str, px: int, kinds: tuple[str, ...], classifiers: tu
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _embedded(data_key: str, model: str, classifiers: tuple[str, ...], sizes: tuple[int, ...], _task: T.Task
-              ) -> tuple[list[T.CurvePoint], float]:
+              ) -> tuple[list[T.CurvePoint], float, bool]:
     loaded = _model(model)
     start = time.perf_counter()
     bar = st.progress(0.0, text=f"Embedding with {model}…")
     pool = _task.pool.head(max(sizes))
     parts = {"pool": pool, **_task.evals}
-    vectors = {}
+    vectors, hits = {}, []
     for i, (name, images) in enumerate(parts.items()):
-        vectors[name] = T.cnn_embeddings(loaded, images, _task.class_names, f"{_task.name} {name}",
+        vectors[name], hit = T.cnn_embeddings(loaded, images, _task.class_names, f"{_task.name} {name}",
                                          lambda f, i=i, name=name: bar.progress((i + f) / len(parts),
                                                                                 text=f"Embedding {name} with {model}"))
+        hits.append(hit)
     bar.empty()
     features = time.perf_counter() - start
     evals = {name: (vectors[name], s.labels) for name, s in _task.evals.items()}
@@ -79,7 +80,7 @@ def _embedded(data_key: str, model: str, classifiers: tuple[str, ...], sizes: tu
     for clf in classifiers:
         points += T.classifier_curve(f"b|{clf}|{model}", clf, vectors["pool"], pool.labels, evals, sizes,
                                      len(_task.class_names))
-    return points, features
+    return points, features, all(hits)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -98,25 +99,25 @@ def _cnn(data_key: str, model: str, settings: T.CNNSettings, sizes: tuple[int, .
 # ------------------------------------------------------------------------------------------ sections
 def _controls() -> dict:
     """Data, sizes and per-approach settings."""
-    c1, c2, c3, c4 = st.columns([1, 1.4, 1, 1], gap="medium")
+    c1, c2 = st.columns([1, 3], gap="medium")
+    dataset = c1.radio("Data", DATASETS, key="tr_data")
+    approaches = c2.multiselect("Approaches", list(APPROACHES), default=list(APPROACHES), format_func=APPROACHES.get,
+                                key="tr_approaches")
+    c1, c2, c3 = st.columns(3, gap="medium")
     with c1:
-        dataset = st.radio("Data", DATASETS, key="tr_data")
-        approaches = st.multiselect("Approaches", list(APPROACHES), default=list(APPROACHES),
-                                    format_func=APPROACHES.get, key="tr_approaches")
-    with c2:
         sizes = st.multiselect("Training-set sizes (labelled images)", SIZE_CHOICES, default=[20, 50, 100, 200],
                                key="tr_sizes")
         val = st.select_slider("Validation films (chest X-rays)", [100, 200, 400, 1043], value=200, key="tr_val",
                                help="A seeded sample of the bundled model's held-out patients' films.")
         classifiers = st.multiselect("Classifiers for (a) and (b)", T.CLASSIFIERS, default=list(T.CLASSIFIERS),
                                      key="tr_clf")
-    with c3:
+    with c2:
         px = st.select_slider("Hand-crafted features at (px)", [32, 64, 96, 128], value=64, key="tr_px")
         kinds = st.multiselect("Hand-crafted features", T.HANDCRAFTED, default=list(T.HANDCRAFTED), key="tr_kinds")
         imagenet = [n for n in IMAGENET_MODELS if unavailable_reason(n) is None]
         models = ([BUNDLED, *imagenet] if dataset == "chest X-rays" else ["digits-cnn"])
         model = st.selectbox("Pretrained model for (b) and (c)", models, key="tr_model")
-    with c4:
+    with c3:
         cnn_px = st.select_slider("CNN input for (c) and (d) (px)", [48, 64, 96, 128, 192], value=64, key="tr_cnn_px",
                                   disabled=dataset != "chest X-rays")
         epochs = st.slider("Epochs", 1, 20, 4, key="tr_epochs")
@@ -149,7 +150,9 @@ def _figure(points: list[T.CurvePoint], sets: list[str]) -> go.Figure:
                                          name=_label(approach), legendgroup=approach,
                                          showlegend=row == 1 and col == 1,
                                          line={"color": COLOURS[approach[0]], "dash": dash}), row=row, col=col)
-    fig.update_xaxes(type="log", title_text="labelled training images", row=2)
+    sizes = sorted({p.n_train for p in points})
+    fig.update_xaxes(type="log", tickvals=sizes, ticktext=[f"{n:,}" for n in sizes])
+    fig.update_xaxes(title_text="labelled training images", row=2)
     fig.update_layout(height=620, margin={"l": 40, "r": 10, "t": 40, "b": 40}, legend={"orientation": "h", "y": -0.15})
     return fig
 
@@ -169,17 +172,19 @@ def _results(settings: dict, task: T.Task) -> None:
         if "a" in settings["approaches"]:
             pts, feat = _handcrafted(key, settings["px"], settings["kinds"], settings["classifiers"], sizes, task)
             points += pts
-            timing.append(("(a) hand-crafted features", feat, pts))
+            timing.append(("(a) hand-crafted features", feat, "computed", pts))
         if "b" in settings["approaches"]:
-            pts, feat = _embedded(key, settings["model"], settings["classifiers"], sizes, task)
+            pts, feat, hit = _embedded(key, settings["model"], settings["classifiers"], sizes, task)
             points += pts
-            timing.append((f"(b) embeddings of {settings['model']}", feat, pts))
+            timing.append((f"(b) embeddings of {settings['model']}", feat,
+                           "read from core.embed's cache" if hit else "computed", pts))
         cnn = T.CNNSettings(settings["cnn_px"], settings["epochs"], earlier_lr_factor=settings["factor"])
         for code, scratch in (("c", False), ("d", True)):
             if code in settings["approaches"]:
-                pts, _hit = _cnn(key, settings["model"], cnn, sizes, scratch, task)
+                pts, hit = _cnn(key, settings["model"], cnn, sizes, scratch, task)
                 points += pts
-                timing.append((APPROACHES[code], 0.0, pts))
+                how = "curve read from the disk cache" if hit else "none: the network learns them"
+                timing.append((APPROACHES[code], None, how, pts))
     except (ValueError, ModelUnavailable) as err:
         st.error(str(err))
         return
@@ -189,7 +194,8 @@ def _results(settings: dict, task: T.Task) -> None:
     sets = list(task.evals)
     st.plotly_chart(_figure(points, sets), key="tr_curves")
     st.caption(f"Measured on {task.name}: " + "; ".join(f"{name}, {len(s):,} images" for name, s in
-                                                        task.evals.items()) + ". Dotted: random forest.")
+                                                        task.evals.items()) + ". Dotted: random forest. A flat "
+               "accuracy line at the share of the commoner class means the model gives every image that class.")
     table = pd.DataFrame([{"approach": _label(p.approach), "training images": p.n_train, "scored on": p.evaluated_on,
                            "ROC AUC": p.auc, "accuracy": p.accuracy} for p in points])
     with st.expander("Every point as a table"):
@@ -198,11 +204,12 @@ def _results(settings: dict, task: T.Task) -> None:
             "accuracy": st.column_config.NumberColumn(format="%.3f")})
     st.subheader("Time per approach")
     rows = []
-    for name, features, pts in timing:
+    for name, features, how, pts in timing:
         fits = {}
         for p in pts:  # one time per (approach, size): scoring sets repeat it
             fits[(p.approach, p.n_train)] = p.seconds
-        rows.append({"approach": name, "features (s)": features, "training over all sizes (s)": sum(fits.values())})
+        rows.append({"approach": name, "features (s)": features, "features": how,
+                     "training over all sizes (s)": sum(fits.values())})
     st.dataframe(pd.DataFrame(rows), hide_index=True, column_config={
         c: st.column_config.NumberColumn(format="%.1f") for c in ("features (s)", "training over all sizes (s)")})
     st.caption("Wall-clock seconds on this server's CPU, measured when each result was first computed (results are "

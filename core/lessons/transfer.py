@@ -218,9 +218,9 @@ def handcrafted_features(images: LessonSet, size: int, kinds: Sequence[str] = HA
 
 
 def cnn_embeddings(loaded: LoadedModel, images: LessonSet, class_names: tuple[str, ...], name: str,
-                   progress: Callable[[float], None] | None = None) -> np.ndarray:
-    """The model's embedding-layer vectors for every image, through ``core.embed.embed`` (its batching and disk
-    cache: a second call is a file read)."""
+                   progress: Callable[[float], None] | None = None) -> tuple[np.ndarray, bool]:
+    """(the model's embedding-layer vectors for every image, whether they came from the cache), through
+    ``core.embed.embed`` (its batching and disk cache: a second call is a file read)."""
     n = len(images)
     image_set = ImageSet(name, class_names, images.labels,
                          tuple(images.keys), tuple(images.keys), tuple(f"{k}|{images.images.shape[1:]}"
@@ -229,7 +229,7 @@ def cnn_embeddings(loaded: LoadedModel, images: LessonSet, class_names: tuple[st
     emb = embed(loaded, image_set, progress=progress, num_workers=0)
     if len(emb.kept) != n:
         raise ValueError(f"{n - len(emb.kept)} images could not be embedded: {' '.join(emb.skipped[:2])}")
-    return emb.vectors
+    return emb.vectors, emb.from_cache
 
 
 # ---------------------------------------------------------------------------------------------- curves

@@ -168,11 +168,13 @@ def test_embeddings_go_through_core_embed_and_its_cache(digits, tmp_path, monkey
     monkeypatch.setenv("CNNLENS_CACHE", str(tmp_path))
     loaded = load("digits-cnn", torch.device("cpu"))
     images = digits.pool.head(12)
-    vectors = T.cnn_embeddings(loaded, images, digits.class_names, "pool")
+    vectors, hit = T.cnn_embeddings(loaded, images, digits.class_names, "pool")
     for i in (0, 7):
         expected, _ = embed_array(loaded, images.images[i].astype(np.float32) / 16.0)
         np.testing.assert_allclose(vectors[i], expected, rtol=1e-5, atol=1e-6)
-    assert list((tmp_path / "embeddings").glob("*.npz"))  # stored in core.embed's cache
+    assert not hit and list((tmp_path / "embeddings").glob("*.npz"))  # stored in core.embed's cache
+    again, hit = T.cnn_embeddings(loaded, images, digits.class_names, "pool")
+    assert hit and np.array_equal(again, vectors)
 
 
 @pytest.mark.data
