@@ -26,6 +26,7 @@ from core.io import MAX_BYTES
 
 GRACE_SECONDS = 60.0
 SWEEP_SECONDS = 10.0
+UNCLAIMED_SECONDS = 600.0  # an upload no request has read by then is deleted (its request was refused or lost)
 
 
 class UploadError(ValueError):
@@ -114,6 +115,23 @@ class UploadJanitor:
         """Delete every scheduled upload now (at shutdown)."""
         return self.sweep(now=float("inf"), force=True)
 
+    def expire_unclaimed(self, max_age: float = UNCLAIMED_SECONDS) -> int:
+        """Schedule for deletion every visitor's upload older than ``max_age`` seconds that no request has read:
+        uploads whose request was refused at the queue (quota, full queue) or never sent never reach ``take``.
+        Only with a bound Blocks (its ``upload_file_set`` lists them). Returns how many were scheduled."""
+        uploads = getattr(self._blocks, "upload_file_set", None)
+        if not isinstance(uploads, set):
+            return 0
+        cutoff, found = time.time() - max_age, 0
+        for name in list(uploads):  # a copy: Gradio adds to the set meanwhile
+            file = Path(name).resolve()
+            with self._lock:
+                known = file in self._due
+            if not known and _mtime(file) <= cutoff and self.is_upload(name):
+                self._schedule(file)
+                found += 1
+        return found
+
     def tidy(self, min_age: float = 0.0) -> int:
         """Remove what Gradio leaves behind in its upload folder: empty folders (one per file hash, emptied when
         their file is deleted) and empty ``tmp*`` files at the top (its multipart parser leaves one for each
@@ -184,6 +202,7 @@ class UploadJanitor:
         def loop() -> None:
             while True:
                 time.sleep(min(SWEEP_SECONDS, self.grace))
+                self.expire_unclaimed(max(self.grace, UNCLAIMED_SECONDS))
                 self.sweep()
                 self.tidy(min_age=self.grace)
 

@@ -202,11 +202,13 @@ def test_client_that_disconnects_mid_lime_frees_the_cpu(no_data_app, tmp_path):
                     break  # the explainer is running and reporting batches
             busy = cpu_during(no_data_app.proc.pid, 4.0)
         # leaving both blocks closed the connection without reading the rest: the browser tab was closed
-    time.sleep(3.0)
-    idle = cpu_during(no_data_app.proc.pid, 4.0)
-    work, left = busy - base, idle - base
+    work = busy - base
     assert work > 0.3, f"LIME added only {work:.2f} CPU-s in 4 s to the idle {base:.2f}: it was not running"
-    assert left < 0.25 * work, (f"after the client left the server still did {left:.2f} CPU-s of work in 4 s "
+    # LIME looks at its client between batches; on a loaded machine one batch can take several seconds
+    deadline, left = time.monotonic() + 30, work
+    while left >= 0.25 * work and time.monotonic() < deadline:
+        left = cpu_during(no_data_app.proc.pid, 4.0) - base
+    assert left < 0.25 * work, (f"30 s after the client left the server still did {left:.2f} CPU-s of work in 4 s "
                                 f"(LIME: {work:.2f}, idle: {base:.2f})")
     assert set(predicts(no_data_app, image)) == set(CLASS_NAMES)  # and it still serves
     assert "Traceback" not in no_data_app.log()

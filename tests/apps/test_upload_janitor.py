@@ -109,3 +109,22 @@ def test_tidy_removes_only_empty_folders_and_empty_temp_files(tmp_path):
     left = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
     assert left == ["empty.txt", "fresh-hash", "kept-hash", "kept-hash/map.png", "tmpfresh", "tmpfull"]
     assert janitor.tidy() == 2 and not (root / "fresh-hash").exists() and not (root / "tmpfresh").exists()
+
+
+def test_uploads_no_request_read_are_deleted_after_a_while(app):
+    """An upload whose request was refused at the queue (quota, full queue) never reaches ``take``."""
+    import os
+    import time
+
+    demo, folder, thumbnail = app
+    old, fresh = uploaded(demo, folder, "refused.png", b"old"), uploaded(demo, folder, "waiting.png", b"new")
+    long_ago = time.time() - 1200
+    for path in (old, thumbnail):
+        os.utime(path, (long_ago, long_ago))
+    demo.upload_file_set.add(str(thumbnail))  # a client that names an example's path is no uploader of it
+    janitor = UploadJanitor(folder, grace=0)
+    janitor.bind(demo)
+    assert janitor.expire_unclaimed(600) == 1
+    assert janitor.expire_unclaimed(600) == 0  # already scheduled
+    janitor.sweep()
+    assert not old.exists() and fresh.exists() and thumbnail.exists()
