@@ -19,9 +19,9 @@ DATASETS = ("chest X-rays", "scikit-learn digits")
 SIZE_CHOICES = (20, 50, 100, 200, 300, 500, 1000)
 APPROACHES = {
     "a": "(a) hand-crafted features",
-    "b": "(b) frozen CNN embeddings",
-    "c": "(c) fine-tune the last block",
-    "d": "(d) train from scratch",
+    "b": "(b) frozen embeddings",
+    "c": "(c) fine-tune last block",
+    "d": "(d) from scratch",
 }
 DECODE_PX = 192  # the bundled model's input size: its embeddings see the films as it was trained on them
 COLOURS = {"a": "#1f77b4", "b": "#ff7f0e", "c": "#2ca02c", "d": "#d62728"}

@@ -18,7 +18,7 @@ from torch import nn
 
 from core import distill
 from core.embed.cache import ArrayCache, default_cache, digest, weights_digest
-from core.lessons.transfer import LessonSet, Task, predict_proba, scores
+from core.lessons.transfer import LessonSet, Task, predict_proba, scores, single_thread
 from core.zoo import LoadedModel, Preprocessing, normalise, resize
 
 STUDENT_SIZE = 64
@@ -58,8 +58,9 @@ def teacher_logits(teacher: LoadedModel, images: LessonSet, cache: ArrayCache | 
     """The teacher's logits for every film at its own input size, cached on disk by weights and images."""
     key = digest("teacher-logits-v1", weights_digest(teacher.model), teacher.spec.preprocessing, images.keys)
     x = lambda: model_inputs(images, teacher.spec.preprocessing).to(teacher.device)  # noqa: E731
-    arrays, _ = (cache or default_cache()).fetch("teacher-logits", key,
-                                                 lambda: {"logits": logits(teacher.model, x()).cpu().numpy()})
+    with single_thread():
+        arrays, _ = (cache or default_cache()).fetch("teacher-logits", key,
+                                                     lambda: {"logits": logits(teacher.model, x()).cpu().numpy()})
     return torch.from_numpy(arrays["logits"])
 
 
@@ -83,6 +84,12 @@ class StudentSettings:
 def train_student(x: torch.Tensor, y: torch.Tensor, teacher: torch.Tensor, temperature: float, alpha: float,
                   settings: StudentSettings, progress: Callable[[float], None] | None = None) -> TinyCNN:
     """A seeded TinyCNN trained with ``core.distill.distillation_loss`` (alpha = 0: the labels alone)."""
+    with single_thread():
+        return _train_student(x, y, teacher, temperature, alpha, settings, progress)
+
+
+def _train_student(x: torch.Tensor, y: torch.Tensor, teacher: torch.Tensor, temperature: float, alpha: float,
+                   settings: StudentSettings, progress: Callable[[float], None] | None) -> TinyCNN:
     generator = torch.Generator().manual_seed(settings.seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
@@ -139,7 +146,8 @@ def score_teacher(teacher: LoadedModel, task: Task) -> Result:
     """The teacher on every evaluation set, at its own input size."""
     prep = teacher.spec.preprocessing
     inputs = {name: model_inputs(s, prep).to(teacher.device) for name, s in task.evals.items()}
-    return _score(f"teacher ({teacher.spec.name})", teacher.model, inputs, task, prep.size, float("nan"))
+    with single_thread():
+        return _score(f"teacher ({teacher.spec.name})", teacher.model, inputs, task, prep.size, float("nan"))
 
 
 def student(teacher: LoadedModel, task: Task, temperature: float, alpha: float, settings: StudentSettings,
@@ -154,4 +162,5 @@ def student(teacher: LoadedModel, task: Task, temperature: float, alpha: float, 
     model = train_student(x, y, soft, temperature, alpha, settings, progress)
     name = "student, hard labels" if alpha == 0 else f"student, distilled (T = {temperature:g}, alpha = {alpha:g})"
     inputs = {name: model_inputs(s, prep) for name, s in task.evals.items()}
-    return _score(name, model, inputs, task, settings.size, time.perf_counter() - start)
+    with single_thread():
+        return _score(name, model, inputs, task, settings.size, time.perf_counter() - start)

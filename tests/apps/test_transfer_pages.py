@@ -77,7 +77,7 @@ def test_transfer_page_on_digits_follows_its_controls(tmp_path, monkeypatch):
     assert row["ROC AUC"].item() == pytest.approx(aucs[1]) and row["scored on"].item() == "held-out half"
     timing = frame(at, "features (s)")
     assert list(timing["approach"]) == ["(a) hand-crafted features", "(b) embeddings of digits-cnn",
-                                        "(d) train from scratch"]
+                                        "(d) from scratch"]
     assert (timing["training over all sizes (s)"] > 0).all()
 
     # other features, size and classifier: the curve follows
