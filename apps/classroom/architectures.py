@@ -9,7 +9,7 @@ import torch
 
 from apps.common import page_footer, page_header
 from core.lessons import architectures as A
-from core.zoo import BUNDLED
+from core.zoo import BUNDLED, ModelUnavailable, get_spec
 
 SIZES = ("each model's own", 128, 192, 224, 320)
 
@@ -24,12 +24,21 @@ def _speed(name: str, size: int, threads: int) -> float:
     return A.images_per_second(name, size)
 
 
-def _table() -> None:
+def _usable() -> list[str]:
+    """The architectures that can be built here: the bundled one needs its weights file for its configuration."""
+    try:
+        get_spec(BUNDLED)
+    except ModelUnavailable as err:
+        st.caption(f"**{BUNDLED}** is left out: {err}")
+        return [n for n in A.architecture_names() if n != BUNDLED]
+    return A.architecture_names()
+
+
+def _table(names: list[str]) -> None:
     """Every architecture's numbers, computed at the chosen input size."""
     st.subheader("Measured from the models")
     choice = st.selectbox("Input size (px)", SIZES, key="ar_size")
     size = None if choice == SIZES[0] else int(choice)
-    names = A.architecture_names()
     zoo = A.zoo_architectures()
     bar = st.progress(0.0, text="Counting…")
     rows, papers, measured = [], [], []
@@ -81,11 +90,11 @@ def _table() -> None:
                "networks built from bottlenecks, depthwise-separable or compound-scaled blocks.")
 
 
-def _speed_section() -> None:
+def _speed_section(usable: list[str]) -> None:
     """CPU images/s of the chosen architectures, measured here on demand and cached."""
     st.subheader("Speed on this CPU")
     c1, c2 = st.columns([3, 1])
-    names = c1.multiselect("Architectures to time", A.architecture_names(), default=[BUNDLED], key="ar_speed_names")
+    names = c1.multiselect("Architectures to time", usable, default=usable[:1], key="ar_speed_names")
     size = c2.select_slider("Input (px)", [64, 128, 192, 224], value=192, key="ar_speed_size")
     if not names:
         return
@@ -143,8 +152,9 @@ def main() -> None:
         "one forward pass, the receptive field of its last feature map and its speed on this CPU, beside the "
         "ImageNet accuracy its torchvision weights report and the numbers the original papers gave.",
     )
-    _table()
-    _speed_section()
+    names = _usable()
+    _table(names)
+    _speed_section(names)
     _calculator()
     page_footer()
 

@@ -212,3 +212,22 @@ def test_page_renders_in_chromium(browser, streamlit_url, artifacts, path, title
         page_.screenshot(path=str(artifacts / f"lesson_{path}.png"), full_page=True)
     finally:
         page_.close()
+
+
+def test_pages_keep_serving_without_the_bundled_weights(tmp_path, monkeypatch):
+    from core import zoo
+
+    monkeypatch.setattr(zoo, "BUNDLED_WEIGHTS", tmp_path / "missing.safetensors")
+    arch = page("architectures", {"ar_speed_names": ["alexnet"], "ar_speed_size": 64})
+    assert any("cxr-resnet18** is left out" in c.value and "missing" in c.value for c in arch.caption)
+    assert "cxr-resnet18" not in set(frame(arch, "receptive field (px)")["architecture"])
+    for name, state, advice in (("distillation", {"di_films": 400}, "needs the chest X-ray folder and the bundled"),
+                                ("transfer", {"tr_sizes": [20], "tr_val": 100}, "Choose the digits instead")):
+        from streamlit.testing.v1 import AppTest
+
+        at = AppTest.from_file(str(PAGES / f"{name}.py"), default_timeout=300)
+        for key, value in state.items():
+            at.session_state[key] = value
+        run(at)
+        assert len(at.error) == 1 and "missing.safetensors is missing" in at.error[0].value, name
+        assert advice in at.error[0].value
