@@ -9,6 +9,7 @@ grows too large for one machine). The number of clusters, unless given, is the o
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -46,7 +47,9 @@ def _fit(features: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, str]:
         neighbours = min(10, len(features) - 1)
         model = SpectralClustering(k, affinity="nearest_neighbors", n_neighbors=neighbours, random_state=seed,
                                    assign_labels="cluster_qr")
-        return model.fit_predict(features), "spectral"
+        with warnings.catch_warnings():  # scikit-learn warns whenever X is square (256 maps of 16 x 16 cells)
+            warnings.filterwarnings("ignore", message="The spectral clustering API has changed")
+            return model.fit_predict(features), "spectral"
     model = MiniBatchKMeans(k, random_state=seed, n_init=3, batch_size=4096)
     return model.fit_predict(features), "k-means"
 
