@@ -60,15 +60,16 @@ def _warp(images: torch.Tensor, theta: torch.Tensor, padding: str) -> torch.Tens
 
 def explain_augmented(model: LoadedModel | nn.Module, x: torch.Tensor, method: str,
                       target: int | Sequence[int] | None = None, *, augmentations: int = 8, shift: float = 0.05,
-                      rotate: float = 5.0, jitter: float = 0.05, seed: int = 0, prep: Preprocessing | None = None,
+                      rotate: float = 5.0, intensity: float = 0.05, seed: int = 0, prep: Preprocessing | None = None,
                       **kwargs: Any) -> list[Explanation]:
     """``explain`` averaged over ``augmentations`` copies of each image (the first the image itself): shifts up to
-    ``shift`` of the side, rotations up to ``rotate`` degrees, contrast and brightness jitter up to ``jitter`` (of
-    the intensity range), all for the clean image's target. Other keywords go to ``explain``."""
+    ``shift`` of the side, rotations up to ``rotate`` degrees, contrast and brightness jitter up to ``intensity``
+    (of the intensity range; not named ``jitter``, meaningful perturbation's own parameter), all for the clean
+    image's target. Other keywords go to ``explain``."""
     if augmentations < 1:
         raise ValueError(f"augmentations must be at least 1, got {augmentations}.")
-    if not (0 <= shift <= 0.5 and 0 <= rotate <= 45 and 0 <= jitter <= 0.5):
-        raise ValueError("shift must be in [0, 0.5], rotate in [0, 45] degrees and jitter in [0, 0.5].")
+    if not (0 <= shift <= 0.5 and 0 <= rotate <= 45 and 0 <= intensity <= 0.5):
+        raise ValueError("shift must be in [0, 0.5], rotate in [0, 45] degrees and intensity in [0, 0.5].")
     started = time.perf_counter()
     prep = prep or (model.spec.preprocessing if isinstance(model, LoadedModel) else None)
     clean = explain(model, x, method, target, seed=seed, prep=prep, **kwargs)
@@ -79,7 +80,7 @@ def explain_augmented(model: LoadedModel | nn.Module, x: torch.Tensor, method: s
     std = torch.tensor(prep.std if prep else (1.0,) * c, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     thetas, copies = [], []
     for j in range(1, augmentations):
-        dx, dy, degrees, contrast, brightness = _draws(seed, j, shift, rotate, jitter)
+        dx, dy, degrees, contrast, brightness = _draws(seed, j, shift, rotate, intensity)
         theta = _theta(dx, dy, degrees, h, w)
         moved = _warp(x, theta, "reflection")
         # in pixel terms p' = contrast * p + brightness, with p = x * std + mean
@@ -98,7 +99,7 @@ def explain_augmented(model: LoadedModel | nn.Module, x: torch.Tensor, method: s
         weight += valid
     averaged = (total / weight)[:, 0].numpy().astype(np.float32)
     seconds = (time.perf_counter() - started) / n
-    settings = {"augmentations": augmentations, "shift": shift, "rotate": rotate, "jitter": jitter, "seed": seed}
+    settings = {"augmentations": augmentations, "shift": shift, "rotate": rotate, "intensity": intensity, "seed": seed}
     for i, e in enumerate(clean):  # the method's own parameters stay as they are: a sanity check can rerun them
         e.extras = {**e.extras, "augment": settings, "unaugmented": e.heatmap}
         e.heatmap, e.seconds = averaged[i], seconds

@@ -34,7 +34,7 @@ def image_method():
 def test_identity_settings_and_one_augmentation_change_nothing(device):
     net, x = on(device, TinyGapNet(seed=1), image(1, 16, n=2, seed=1))
     plain = explain(net, x, "grad_cam")
-    for kw in ({"augmentations": 1}, {"augmentations": 4, "shift": 0.0, "rotate": 0.0, "jitter": 0.0}):
+    for kw in ({"augmentations": 1}, {"augmentations": 4, "shift": 0.0, "rotate": 0.0, "intensity": 0.0}):
         for p, a in zip(plain, explain_augmented(net, x, "grad_cam", **kw), strict=True):
             np.testing.assert_allclose(a.heatmap, p.heatmap, rtol=1e-5, atol=1e-7)
             assert a.target == p.target and a.score == pytest.approx(p.score)
@@ -54,7 +54,7 @@ def test_the_inverse_warp_undoes_the_warp():
 @pytest.mark.parametrize("device", DEVICES)
 def test_maps_come_back_to_the_original_pixels(image_method, device):
     net, x = on(device, TinyGapNet(seed=3), smooth(2, 48, seed=3))
-    out = explain_augmented(net, x, image_method, augmentations=6, shift=0.08, rotate=10.0, jitter=0.0)
+    out = explain_augmented(net, x, image_method, augmentations=6, shift=0.08, rotate=10.0, intensity=0.0)
     truth = x.sum(dim=1).cpu().numpy()
     inner = (slice(8, 40), slice(8, 40))
     for i, e in enumerate(out):
@@ -83,7 +83,7 @@ def test_every_copy_explains_the_clean_target_and_seeds_reproduce():
 def test_a_flat_map_stays_flat_up_to_the_borders(image_method):
     """Pixels whose pre-image left the frame count with their partial weight only: a constant map stays exact."""
     net, x = TinyGapNet(seed=7), torch.ones(1, 1, 24, 24)
-    e = explain_augmented(net, x, image_method, augmentations=6, shift=0.2, rotate=20.0, jitter=0.0)[0]
+    e = explain_augmented(net, x, image_method, augmentations=6, shift=0.2, rotate=20.0, intensity=0.0)[0]
     np.testing.assert_allclose(e.heatmap, 1.0, rtol=1e-6)
 
 
@@ -101,3 +101,10 @@ def test_rotations_are_rigid_in_pixels_on_non_square_images():
     angle = (torch.remainder(angle + torch.pi, 2 * torch.pi) - torch.pi)[inner[1:]]
     far = before.norm(dim=0)[inner[1:]] > 4
     assert torch.allclose(angle[far].abs(), torch.full_like(angle[far], np.radians(degrees)), atol=1e-6)
+
+
+def test_meaningful_perturbations_own_jitter_reaches_the_method():
+    """TTA's intensity setting must not capture the method's ``jitter`` (pixels, up to 16)."""
+    net, x = TinyGapNet(seed=1), image(1, 16, n=1, seed=1)
+    out = explain_augmented(net, x, "meaningful_perturbation", augmentations=2, jitter=8, steps=10, mask_size=4)
+    assert out[0].params["jitter"] == 8
