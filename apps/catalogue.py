@@ -36,6 +36,8 @@ LESSONS: list[Lesson] = [
     Lesson("Inside a trained network", "classroom/activation_max.py", "Activation maximisation",
            ":material/auto_awesome:",
            "synthesise the image that most excites a class or a channel, starting from noise"),
+    Lesson("Inside a trained network", "classroom/audit.py", "Dataset audit", ":material/fact_check:",
+           "explain a whole folder, cluster the maps (SpRAy) and hunt shortcuts: markers, text, film edges"),
     Lesson("How networks are trained and judged", "classroom/transfer.py", "Hand-crafted vs learned features",
            ":material/trending_up:", "learning curves: HOG/LBP features, frozen embeddings, fine-tuning, from scratch"),
     Lesson("How networks are trained and judged", "classroom/distillation.py", "Distillation", ":material/compress:",
@@ -43,4 +45,8 @@ LESSONS: list[Lesson] = [
     Lesson("How networks are trained and judged", "classroom/architectures.py", "Architectures",
            ":material/account_tree:",
            "AlexNet to EfficientNet measured: parameters, multiply-adds, receptive field, CPU speed"),
+    Lesson("How networks are trained and judged", "classroom/train_live.py", "Train live", ":material/model_training:",
+           "a small CNN learns from 64 px X-rays: overfitting, learning rate, class weights, new patients"),
+    Lesson("How networks are trained and judged", "classroom/threshold_metrics.py", "Judge a classifier",
+           ":material/tune:", "ROC and PR curves, a threshold's confusion matrix, prevalence, validation vs new data"),
 ]

@@ -7,7 +7,7 @@ import os
 import streamlit as st
 
 from core.data import ATTRIBUTION_MARKDOWN
-from core.zoo import DISCLAIMER, LoadedModel, ModelUnavailable, load_model, model_names, unavailable_reason
+from core.zoo import BUNDLED, DISCLAIMER, LoadedModel, ModelUnavailable, load_model, model_names, unavailable_reason
 
 XRAY_APP_URL = os.environ.get("CNNLENS_XRAY_URL", "http://127.0.0.1:7860")
 
@@ -47,7 +47,10 @@ def usable_models(demos: bool = False) -> tuple[list[str], dict[str, str]]:
 
 
 def unavailable_note(unavailable: dict[str, str]) -> None:
-    """The models that cannot be used here, once, in a closed expander in the sidebar: one line each."""
+    """The models that cannot be used here, once, in a closed expander in the sidebar: one line each. The bundled
+    model is what every page is about, so its absence is also said on the page itself."""
+    if BUNDLED in unavailable:
+        st.warning(f"The bundled model {BUNDLED} cannot be used here: {unavailable[BUNDLED]}.")
     if unavailable:
         with st.sidebar.expander(f"{len(unavailable)} unavailable here"):
             for n, why in unavailable.items():

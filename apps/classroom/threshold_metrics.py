@@ -121,16 +121,16 @@ def _layout(fig: go.Figure) -> go.Figure:
 def numbers_table(point: J.OperatingPoint, curves: J.Curves, prevalence: float) -> pd.DataFrame:
     """Every number of one set at the current threshold, with what it measures."""
     ppv, npv = J.predictive_values(point.sensitivity, point.specificity, prevalence)
-    rows = [("sensitivity (recall)", point.sensitivity, "pneumonia films called PNEUMONIA"),
-            ("specificity", point.specificity, "NORMAL films called NORMAL"),
-            ("precision (PPV)", point.precision, "films called PNEUMONIA that are"),
-            ("NPV", point.npv, "films called NORMAL that are"),
-            ("F1", point.f1, "harmonic mean of precision and recall"),
+    rows = [("sensitivity (recall)", point.sensitivity, "pneumonia films found"),
+            ("specificity", point.specificity, "NORMAL films cleared"),
+            ("precision (PPV)", point.precision, "PNEUMONIA calls that are right"),
+            ("NPV", point.npv, "NORMAL calls that are right"),
+            ("F1", point.f1, "harmonic mean of the two above"),
             ("accuracy", point.accuracy, "films called right"),
-            ("ROC AUC", curves.roc_auc, "threshold-free: P(a pneumonia film scores above a NORMAL one)"),
-            ("average precision", curves.average_precision, "threshold-free area under the PR curve"),
-            (f"precision at {prevalence:.1%} prevalence", float(ppv), "same sensitivity and specificity"),
-            (f"NPV at {prevalence:.1%} prevalence", float(npv), "same sensitivity and specificity")]
+            ("ROC AUC", curves.roc_auc, "any threshold: ranking"),
+            ("average precision", curves.average_precision, "any threshold: PR area"),
+            (f"precision at {prevalence:.1%} prevalence", float(ppv), "same sens. and spec."),
+            (f"NPV at {prevalence:.1%} prevalence", float(npv), "same sens. and spec.")]
     return pd.DataFrame(rows, columns=["measure", "value", "meaning"])
 
 
@@ -143,9 +143,10 @@ def set_column(which: str, labels: np.ndarray, prob: np.ndarray, threshold: floa
     st.subheader(SETS[which])
     st.caption(f"{len(labels):,} films: {int((labels == 0).sum()):,} NORMAL, {int(labels.sum()):,} PNEUMONIA "
                f"(prevalence {curves.prevalence:.1%}). {what_chose_what(which, selected, stored)}")
-    m1, m2, m3, m4 = st.columns(4)
+    m1, m2 = st.columns(2)
     m1.metric("Sensitivity", f"{point.sensitivity:.1%}")
     m2.metric("Specificity", f"{point.specificity:.1%}")
+    m3, m4 = st.columns(2)
     m3.metric("Precision", "—" if math.isnan(point.precision) else f"{point.precision:.1%}",
               help="Undefined (—) when no film is called PNEUMONIA.")
     m4.metric("F1", f"{point.f1:.3f}")
@@ -205,4 +206,5 @@ def main() -> None:
     page_footer()
 
 
-main()
+if __name__ == "__main__":
+    main()

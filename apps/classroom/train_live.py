@@ -21,10 +21,11 @@ LEARNING_RATES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0,
 BATCH_SIZES = (8, 16, 32, 64, 128, 256)
 WEIGHT_DECAYS = (0.0, 1e-5, 1e-4, 1e-3, 0.01, 0.05, 0.1)
 WIDTHS = (4, 8, 16, 32)
-NORMAL_SHARES = (None, 0.5, 0.25, 0.1, 0.05)
+NORMAL_SHARES: dict[str, float | None] = {"as collected": None, "50 %": 0.5, "25 %": 0.25, "10 %": 0.1, "5 %": 0.05}
 SETS = {"train": ("training films (running, during the epoch)", "#1f6feb"),
         "validation": ("validation fold (other patients, same hospital)", "#d29922"),
         "external": ("external/ (new patients)", "#cf222e")}
+SHORT = {"train": "Training films", "validation": "Validation fold", "external": "New patients"}
 PANELS = (("loss", "Loss (cross-entropy)"), ("accuracy", "Accuracy"),
           ("specificity", "Specificity (NORMAL films recognised)"))
 CONTROL_KEYS = {"architecture": "tl_arch", "width": "tl_width", "lr": "tl_lr", "batch_size": "tl_batch",
@@ -53,13 +54,19 @@ def apply_preset() -> None:
     """Copy the chosen preset's settings into the controls."""
     settings = T.preset(st.session_state["tl_preset"]).settings
     for field, key in CONTROL_KEYS.items():
-        st.session_state[key] = getattr(settings, field)
+        st.session_state[key] = control_value(settings, field)
+
+
+def control_value(settings: T.Settings, field: str) -> object:
+    """A setting as its control holds it (the NORMAL share by its label)."""
+    value = getattr(settings, field)
+    return next(k for k, v in NORMAL_SHARES.items() if v == value) if field == "normal_share" else value
 
 
 def controls(n_train: int) -> tuple[T.Settings, bool]:
     """The preset picker and the training form; returns the settings and whether Train was pressed."""
     for field, key in CONTROL_KEYS.items():
-        st.session_state.setdefault(key, getattr(DEFAULTS, field))
+        st.session_state.setdefault(key, control_value(DEFAULTS, field))
     st.session_state["tl_size"] = min(st.session_state["tl_size"], n_train)
     chosen = st.selectbox("Preset", T.PRESET_NAMES, key="tl_preset", on_change=apply_preset,
                           help="Fills in the settings below; press Train to run them.")
@@ -75,18 +82,20 @@ def controls(n_train: int) -> tuple[T.Settings, bool]:
         epochs = c2.slider("Epochs", 1, 60, key="tl_epochs")
         weight_decay = c3.select_slider("Weight decay", WEIGHT_DECAYS, key="tl_wd")
         dropout = c3.slider("Dropout before the classifier", 0.0, 0.8, step=0.1, key="tl_dropout")
-        augment = c3.toggle("Augmentation (rotate, zoom, shift, brightness, contrast)", key="tl_aug")
+        augment = c3.toggle("Augmentation", key="tl_aug",
+                            help="Each training film is randomly rotated, zoomed and shifted a little and its "
+                                 "brightness and contrast jittered, anew every epoch.")
         class_weighting = c3.toggle("Class weighting in the loss", key="tl_cw",
                                     help="Weights each class by n / (2 × its count), so NORMAL and PNEUMONIA films "
                                          "carry the same total weight.")
         train_size = int(c4.number_input(f"Training films (of {n_train:,})", 4, n_train, step=50, key="tl_size"))
-        normal_share = c4.selectbox("Share of NORMAL films", NORMAL_SHARES, key="tl_share",
-                                    format_func=lambda s: "as collected" if s is None else f"{s:.0%}")
+        share = c4.selectbox("Share of NORMAL films", list(NORMAL_SHARES), key="tl_share",
+                             help="'as collected': the training fold's own mix (about a quarter NORMAL).")
         seed = int(c4.number_input("Seed", 0, 10_000, key="tl_seed",
                                    help="Chooses the films, the starting weights and the batch order."))
         start = st.form_submit_button("Train", type="primary")
     settings = T.Settings(architecture, width, lr, batch_size, epochs, optimiser, weight_decay, dropout, batch_norm,
-                          augment, class_weighting, train_size, normal_share, seed)
+                          augment, class_weighting, train_size, NORMAL_SHARES[share], seed)
     return settings, start
 
 
@@ -138,11 +147,12 @@ def show_run(records: list[T.EpochRecord], settings: T.Settings, note: str) -> N
         for col, name in zip(cols, SETS, strict=True):
             s = getattr(last, name)
             if s is not None:
-                col.metric(f"Epoch {last.epoch}: accuracy, {SETS[name][0]}", f"{s.accuracy:.1%}",
+                col.metric(f"{SHORT[name]}: accuracy", f"{s.accuracy:.1%}",
                            help=f"Loss {s.loss:.3f}, sensitivity {s.sensitivity:.1%}, specificity "
                                 f"{s.specificity:.1%}, ROC AUC {s.roc_auc:.3f}, on {s.n:,} films.")
         seconds = sum(r.train_seconds + r.score_seconds for r in records)
-        st.caption(f"{len(records)} epoch(s), {seconds:.1f} s of training and scoring when first run.")
+        st.caption(f"Accuracy after epoch {last.epoch} (hover for the other numbers). {len(records)} epoch(s), "
+                   f"{seconds:.1f} s of training and scoring when first run.")
     with st.expander("Numbers behind the curves"):
         st.dataframe(epoch_table(records), hide_index=True, key="tl_table",
                      column_config={c: st.column_config.NumberColumn(format="%.4f")
@@ -189,13 +199,13 @@ def main() -> None:
     )
     folder, external = data_dir(), external_dir()
     if folder is None:
-        st.error("No chest X-ray folder found: set $CNNLENS_DATA to a folder with NORMAL/ and PNEUMONIA/ "
-                 "(and external/ beside it for new patients).")
+        st.warning("This lesson trains on chest X-rays, and there is no chest X-ray folder here: set $CNNLENS_DATA "
+                   "to a folder with NORMAL/ and PNEUMONIA/ (and external/ beside it for new patients).")
         st.stop()
     try:
         data = lab_data(str(folder), str(external) if external else None)
     except (FileNotFoundError, ValueError) as err:
-        st.error(f"The chest X-rays could not be loaded: {err}")
+        st.warning(f"This lesson cannot train on the chest X-ray folder here: {err}")
         st.stop()
     if data.external is None:
         st.warning("No external/ folder beside the training folder: the new-patient curve is missing.")
@@ -227,4 +237,5 @@ def main() -> None:
     page_footer()
 
 
-main()
+if __name__ == "__main__":
+    main()

@@ -7,6 +7,7 @@ when either changes) and only the first launch on a machine pays for embedding t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from core.embed import ImageSet, SourceError, embed, embed_array, folder_source, nearest, neighbour_index, thumbnail
 from core.embed.cache import cache_dir, default_cache
+from core.explain import warm_up
 from core.io import ImageError
 from core.zoo import LoadedModel, ModelUnavailable, load_model
 
@@ -49,8 +51,15 @@ class SimilarCases:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        """Begin building the index (returns at once)."""
+        """Prepare the model's DeepLIFT and LRP copies, then begin building the index (returns at once).
+
+        DeepLIFT's copy is made by tracing the model with torch.fx, which patches ``nn.Module.__call__`` for the whole
+        process while it runs: done after this thread starts, it would hijack the index's forward passes ("module
+        is not installed as a submodule"). Done first, no trace of this model's architecture runs again."""
         if self._thread is None:
+            with contextlib.suppress(ModelUnavailable):  # the thread reports it
+                warm_up(load_model(self.model_name))
+
             self._thread = threading.Thread(target=self._build, name="similar-cases-index", daemon=True)
             self._thread.start()
 

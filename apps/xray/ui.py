@@ -75,6 +75,9 @@ CSS = """
 #board .prose table { width: auto; max-width: 100%; }
 #board .prose th, #board .prose td { word-break: normal; overflow-wrap: normal; hyphens: manual; }
 #board .prose th { white-space: nowrap; }
+/* the method guide: words never break inside ("inserti on"), the figure columns never wrap ("100 %") */
+#method-guide .prose th, #method-guide .prose td { word-break: normal; overflow-wrap: normal; hyphens: manual; }
+#method-guide .prose th:nth-child(n+4), #method-guide .prose td:nth-child(n+4) { white-space: nowrap; }
 #queue-note .prose p { font-size: 0.95rem; background: #fef3c7; border-left: 4px solid #d97706; padding: 6px 10px;
                        border-radius: 4px; margin: 0; }
 /* galleries: columns share the width (Gradio's 100 px minimum pushed a 4th column out of a 380 px column; the
@@ -83,7 +86,7 @@ CSS = """
 #similar .grid-container { grid-template-columns: repeat(var(--grid-cols), minmax(0, 1fr)) !important; }
 #examples .grid-container { grid-template-columns: repeat(auto-fill, minmax(84px, 1fr)) !important; }
 #examples, #examples .gallery-container, #examples .grid-wrap { height: auto !important; min-height: 0 !important; }
-#examples .grid-wrap { overflow: visible !important; }
+#examples .grid-wrap { overflow: visible !important; max-height: none !important; }  /* 4 rows with the DICOM pair */
 #similar .caption-label, #examples .caption-label { white-space: normal; text-overflow: clip; overflow: visible;
                                                    max-width: calc(100% - 8px); line-height: 1.2; text-align: center; }
 """
@@ -277,7 +280,7 @@ class XrayUI:
                                           visible=METHODS[method].stochastic)
                 self.layer = gr.Textbox(label="Layer (dotted name)", visible=METHODS[method].uses_layer,
                                         elem_id="layer")
-                with gr.Row():
+                with gr.Group():  # the copies slider under its checkbox: side by side, both were squeezed
                     self.augment = gr.Checkbox(False, label="Test-time augmentation", elem_id="augment",
                                                info="Average the maps of shifted (≤5%), rotated (≤5°) and "
                                                     "intensity-jittered (≤5%) copies, mapped back")

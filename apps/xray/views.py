@@ -284,8 +284,9 @@ def method_description(info: MethodInfo) -> str:
 def method_guide() -> str:
     """Every method in one table: the question it answers, its cost and its measured record on the bundled model."""
     rows = guide.table(MEASURED_SIDE)
-    head = ("| method | question it answers | model passes per image (defaults) | beats random: deletion | "
-            "insertion | ROAD | sanity median \\|ρ\\| |\n|---|---|---|---|---|---|---|")
+    head = (f"Share of the {MEASURED_IMAGES} films on which each method's map beats random maps, by check, and the "
+            "sanity check's median |ρ|:\n\n| method | question it answers | model passes per image (defaults) | "
+            "deletion | insertion | ROAD | sanity \\|ρ\\| |\n|---|---|---|---|---|---|---|")
     body = "\n".join(f"| **{html.escape(r['method'], quote=False)}** | {html.escape(r['question'], quote=False)} | "
                      f"{r['cost']} | {r['deletion']} | {r['insertion']} | {r['road']} | {r['sanity']} |" for r in rows)
     sanity = (f" The sanity column is the median |ρ| between a map and the maps of {SANITY_COPIES_MEASURED} copies "

@@ -94,7 +94,14 @@ def load_lab_data(folder: Path | None = None, external: Path | None = None, size
     if folder is None:
         raise FileNotFoundError("No chest X-ray folder: set $CNNLENS_DATA to a folder with NORMAL/ and PNEUMONIA/.")
     external = external if external is not None else external_dir()
-    train_idx, val_idx = patient_split(index_folder(folder, CLASS_NAMES), VAL_FRACTION, SPLIT_SEED)
+    index = index_folder(folder, CLASS_NAMES)
+    try:
+        train_idx, val_idx = patient_split(index, VAL_FRACTION, SPLIT_SEED)
+    except ValueError as err:  # scikit-learn's fold splitter needs a few patients of each class
+        counts = ", ".join(f"{n} {c}" for c, n in zip(CLASS_NAMES, np.bincount(index.labels, minlength=2),
+                                                          strict=True))
+        raise ValueError(f"{folder} has too few films for a patient-level validation fold ({counts}; at least "
+                         f"{round(1 / VAL_FRACTION)} patients of each class are needed).") from err
     ext_idx = index_folder(external, CLASS_NAMES) if external is not None else None
     parts = {"train": train_idx, "validation": val_idx, **({"external": ext_idx} if ext_idx is not None else {})}
     key = digest("training-lab-v1", size, *((name, _fingerprint(idx)) for name, idx in parts.items()))

@@ -23,6 +23,7 @@ from core.data import CLASS_NAMES, data_dir, index_folder, patient_split
 from core.embed.cache import ArrayCache
 from core.lessons import thresholds as J
 from core.lessons import training as T
+from tests.conftest import wait_for_plots
 from tests.helpers import chart, first_run, heatmap, plotly_array, run
 
 pytestmark = [pytest.mark.data, pytest.mark.usefixtures("one_torch_thread")]
@@ -93,6 +94,10 @@ def test_train_live_runs_replays_and_matches_an_independent_run(lab_env):
         for panel, metric in ((1, "loss"), (2, "accuracy"), (3, "specificity")):
             np.testing.assert_allclose(curve(at, label, panel), [getattr(getattr(r, name), metric) for r in expected],
                                        rtol=1e-5, err_msg=f"{label} {metric}")
+    shown = {m.label: m.value for m in at.metric}
+    assert shown == {"Training films: accuracy": f"{expected[-1].train.accuracy:.1%}",
+                     "Validation fold: accuracy": f"{expected[-1].validation.accuracy:.1%}",
+                     "New patients: accuracy": f"{expected[-1].external.accuracy:.1%}"}
     table = at.dataframe[0].value
     assert len(table) == 6 and set(table["films"]) == {40, len(data.validation), 2 * EXTERNAL_PER_CLASS}
     last_val = table[(table["epoch"] == 2) & table["set"].str.startswith("validation")].iloc[0]
@@ -111,12 +116,18 @@ def test_presets_fill_the_controls_and_bad_settings_explain_themselves(lab_env):
     run(at)
     wanted = T.preset("No class weighting: the model answers PNEUMONIA for everything").settings
     assert at.toggle(key="tl_cw").value is wanted.class_weighting is False
-    assert at.selectbox(key="tl_share").value == wanted.normal_share
+    assert wanted.normal_share == 0.1 and at.selectbox(key="tl_share").value == "10 %"
     assert at.select_slider(key="tl_lr").value == wanted.lr and at.selectbox(key="tl_opt").value == "sgd"
     assert any("90 % PNEUMONIA" in i.value for i in at.info)
+    assert at.number_input(key="tl_size").value == min(wanted.train_size, at.number_input(key="tl_size").max)
+    at.selectbox(key="tl_preset").set_value("Overfit a tiny training set")
+    run(at)
+    size = at.number_input(key="tl_size")
+    assert size.value == min(100, size.max) and at.slider(key="tl_epochs").value == 40
+    assert at.selectbox(key="tl_share").value == "50 %" and at.toggle(key="tl_cw").value
     # the tiny fold is about half NORMAL: all its films with 5 % NORMAL would need more PNEUMONIA films than it has
     at.number_input(key="tl_size").set_value(at.number_input(key="tl_size").max)
-    at.selectbox(key="tl_share").set_value(0.05)
+    at.selectbox(key="tl_share").set_value("5 %")
     train_button(at).click()
     run(at)
     assert at.error and "PNEUMONIA films; the training fold has" in at.error[0].value
@@ -215,11 +226,17 @@ def test_judge_on_new_patients_matches_sklearn_and_follows_the_sliders(lab_env):
     assert plotly_array(prevalence_chart[2]["x"])[0] == pytest.approx(0.3)
 
 
-def test_judge_refuses_a_model_that_is_not_a_chest_xray_model(lab_env):
+def test_judge_refuses_a_model_that_is_not_a_chest_xray_model(lab_env, monkeypatch):
+    """An ImageNet model (built untrained: nothing is downloaded) offered by the picker is refused with the reason."""
+    import apps.common
+    from core.zoo import get_spec, untrained_copy
+
+    imagenet = untrained_copy(get_spec("resnet18-imagenet"))
+    monkeypatch.setattr(apps.common, "usable_models", lambda demos=False: (["resnet18-imagenet"], {}))
+    monkeypatch.setattr(apps.common, "cached_model", lambda name: (imagenet, ""))
     at = first_run("threshold_metrics", timeout=300)
-    at.sidebar.selectbox(key="jc_model").set_value("resnet18-imagenet")
-    run(at)
-    assert at.error and ("cannot be used here" in at.error[0].value or "not NORMAL" in at.error[0].value)
+    assert at.error and "not NORMAL and PNEUMONIA" in at.error[0].value
+    assert not at.get("plotly_chart")
 
 
 def test_judge_on_the_validation_fold_beside_new_patients():
@@ -240,3 +257,61 @@ def test_judge_on_the_validation_fold_beside_new_patients():
     loaded = load_model("cxr-resnet18")
     labels, prob = J.scored(loaded, J.validation_index(loaded, data_dir()))  # the page's cached scores
     check_against_sklearn(at, "validation", labels, prob, at.slider(key="jc_threshold").value, 0.10)
+
+
+# ---------------------------------------------------------------------------------------------------- browser
+def open_page(browser, streamlit_url: str, path: str, footer_timeout_ms: float = 600_000):
+    """A classroom page in Chromium, entered through the app's navigation, after its script ran to the end."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(streamlit_url)
+    page.wait_for_selector("h1", timeout=120_000)
+    page.goto(f"{streamlit_url}/{path}")
+    page.wait_for_selector("text=Mendeley Data", timeout=footer_timeout_ms)  # the footer: the page ran to the end
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=600_000)
+    return page
+
+
+def full_screenshot(page, path: Path) -> None:
+    page.mouse.move(0, 0)  # no tooltip over the page
+    height = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+    page.set_viewport_size({"width": 1400, "height": min(height + 50, 16_000)})  # Streamlit scrolls inside
+    page.wait_for_timeout(2000)
+    page.screenshot(path=str(path), full_page=True)
+
+
+@pytest.mark.browser
+def test_train_live_in_chromium_trains_and_stops(browser, streamlit_url, artifacts):
+    page = open_page(browser, streamlit_url, "train_live")
+    try:
+        assert page.locator("h1").first.inner_text() == "Train live"
+        page.get_by_test_id("stSelectbox").filter(has_text="Preset").click()
+        page.get_by_role("option", name="Overfit a tiny training set").click()
+        page.wait_for_selector("text=memorised 100 films", timeout=60_000)
+        page.wait_for_function("() => [...document.querySelectorAll('input')].some(i => i.value === '100')",
+                               timeout=120_000)  # the form shows the preset's values before Train sends them
+        page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=120_000)
+        page.get_by_role("button", name="Train").click()
+        page.wait_for_selector("text=Epoch 3 of 40 done", timeout=300_000)
+        page.get_by_role("button", name="Stop").click()
+        page.wait_for_selector("text=Stopped after epoch", timeout=120_000)
+        page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=120_000)
+        stopped = page.get_by_text("Stopped after epoch").inner_text()
+        assert "of 40" in stopped and int(stopped.split("epoch ")[1].split(" ")[0]) < 40
+        assert page.locator("[data-testid='stException']").count() == 0
+        wait_for_plots(page, 1)
+        full_screenshot(page, artifacts / "lesson_train_live.png")
+    finally:
+        page.close()
+
+
+@pytest.mark.browser
+def test_judge_in_chromium(browser, streamlit_url, artifacts):
+    page = open_page(browser, streamlit_url, "threshold_metrics")
+    try:
+        assert page.locator("h1").first.inner_text() == "Judge a classifier"
+        assert page.get_by_text("external/ (new patients)").count() >= 1
+        assert page.locator("[data-testid='stException']").count() == 0
+        wait_for_plots(page, 8)  # confusion matrix, ROC, PR and prevalence for each of the two sets
+        full_screenshot(page, artifacts / "lesson_threshold_metrics.png")
+    finally:
+        page.close()

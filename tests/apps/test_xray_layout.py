@@ -92,7 +92,8 @@ def test_nothing_named_is_clipped_and_only_what_applies_is_shown(browser, xray_s
         page.goto(xray_server.url)
         page.wait_for_selector("#examples img", timeout=WAIT_MS)
         examples = page.locator("#examples .gallery-item")
-        assert examples.count() == 8  # four of each class, all inside the gallery (none pushed out to the right)
+        # four of each class and the DICOM pair, all inside the gallery (none pushed out to the right)
+        assert examples.count() == 10
         assert page.evaluate(ITEMS_OUTSIDE, "#examples") == 0
         assert page.evaluate(OVERFLOWING, "#examples .caption-label") == []
         assert page.evaluate(CAPTIONS_OUTSIDE, "#examples") == []
@@ -145,6 +146,46 @@ def test_nothing_named_is_clipped_and_only_what_applies_is_shown(browser, xray_s
         page.close()
 
 
+@pytest.mark.parametrize(("width", "height"), SIZES, ids=[f"{w}x{h}" for w, h in SIZES])
+def test_method_guide_augmentation_and_the_dicom_example(browser, xray_server, artifacts, width, height):
+    """The method guide's table is whole (no word broken, no cell clipped), the copies slider shows only while
+    test-time augmentation is on, and the DICOM example opens as a DICOM whose map explains the card's class."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    try:
+        page.goto(xray_server.url)
+        page.wait_for_selector("#examples img", timeout=WAIT_MS)
+        page.locator("#method-guide").get_by_text("Method guide").click()
+        page.wait_for_selector("#method-guide-table table", timeout=30_000)
+        assert page.locator("#method-guide-table tbody tr").count() == len(views.guide.QUESTIONS)
+        assert page.evaluate(BROKEN_WORDS, "#method-guide th, #method-guide td") == []
+        assert page.evaluate(OVERFLOWING, "#method-guide th, #method-guide td, #method-guide .prose") == []
+        page.screenshot(path=str(artifacts / f"xray_layout_{width}_guide.png"), full_page=True)
+
+        assert not page.locator("#augment-copies").is_visible()
+        page.locator("#augment input").check()
+        page.locator("#augment-copies").wait_for(state="visible", timeout=30_000)
+        assert page.evaluate(OVERFLOWING, "#augment-copies label, #augment label") == []
+        page.locator("#augment input").uncheck()
+        page.locator("#augment-copies").wait_for(state="hidden", timeout=30_000)
+
+        captions = page.locator("#examples .caption-label").all_inner_texts()
+        assert [c.strip() for c in captions[-2:]] == ["DICOM", "DICOM, inverted"]
+        assert page.evaluate(ITEMS_OUTSIDE, "#examples") == 0 and page.evaluate(CAPTIONS_OUTSIDE, "#examples") == []
+        page.locator("#examples .thumbnail-item").nth(len(captions) - 2).click()
+        page.wait_for_selector("#trust-0 table", timeout=WAIT_MS)
+        assert "MONOCHROME2" in page.locator("#status").inner_text()
+        assert "format: DICOM" in page.locator("#metadata").inner_text()
+        card = page.locator("#prediction .pred-class").inner_text().strip()
+        assert f"class {card} (softmax" in page.locator("#trust-0").inner_text()
+        page.screenshot(path=str(artifacts / f"xray_layout_{width}_dicom.png"), full_page=True)
+        assert _foreign(requests, xray_server.url) == []
+        assert page.get_by_text("Error", exact=True).count() == 0
+    finally:
+        page.close()
+
+
 def _corrupt_checkpoint(path) -> None:
     """A torch.save zip whose pickle has one byte changed: torch's unpickler then fails with IndexError."""
     buffer = io.BytesIO()
@@ -166,7 +207,7 @@ def test_busy_explain_stop_and_a_corrupt_checkpoint_are_answered(browser, xray_s
         _pick(page, "LIME")
         page.locator("#method-settings").get_by_text("Method settings").click()
         samples = page.get_by_role("spinbutton", name="number input for Samples").filter(visible=True)
-        samples.fill("10000")  # long enough to still run a second later on any machine
+        samples.fill("1000")  # runs for seconds on any machine, within the work budget with the trust checks
         samples.press("Enter")
         page.locator("#explain").click()
         page.wait_for_timeout(1500)
