@@ -235,3 +235,16 @@ def test_decoded_once_and_cached(real_lab, tmp_path_factory):
     calls.clear()
     again = T.load_lab_data(cache=cache, progress=calls.append)
     assert not calls and torch.equal(again.validation.x, real_lab.validation.x) and again.key == real_lab.key
+
+
+@pytest.mark.data
+def test_a_folder_too_small_for_a_patient_fold_is_explained(tmp_path):
+    from core.data import CLASS_NAMES, data_dir
+
+    assert data_dir() is not None, "set CNNLENS_DATA or deselect with -m 'not data'"
+    for label in CLASS_NAMES:
+        (tmp_path / label).mkdir()
+        for path in sorted((data_dir() / label).iterdir())[:2]:
+            (tmp_path / label / path.name).symlink_to(path)
+    with pytest.raises(ValueError, match=r"too few films for a patient-level validation fold \(2 NORMAL, 2 PNEUMONIA"):
+        T.load_lab_data(tmp_path, None, cache=ArrayCache(tmp_path / "cache"))
