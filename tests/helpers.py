@@ -86,3 +86,26 @@ def cpu_during(pid: int, seconds: float) -> float:
     start = cpu_seconds(pid)
     time.sleep(seconds)
     return cpu_seconds(pid) - start
+
+
+# Browser layout checks shared by the classroom and X-ray layout tests (run with page.evaluate).
+# Words of the elements matched by a selector that are split over two lines ("delet" / "ion").
+BROKEN_WORDS = """(selector) => {
+  const out = [];
+  for (const element of document.querySelectorAll(selector)) {
+    const walker = document.createTreeWalker(element, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      for (const match of node.data.matchAll(/[^\\s\\-\u2013\u2014]+/g)) {  // a break after a hyphen or dash is fine
+        const range = document.createRange();
+        range.setStart(node, match.index);
+        range.setEnd(node, match.index + match[0].length);
+        const tops = new Set([...range.getClientRects()].filter(r => r.width > 0).map(r => Math.round(r.top)));
+        if (tops.size > 1) out.push(match[0]);
+      }
+    }
+  }
+  return out;
+}"""
+# Elements whose content is wider than their box (clipped, scrolled or ellipsised).
+OVERFLOWING = """(selector) => [...document.querySelectorAll(selector)]
+  .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.innerText)"""

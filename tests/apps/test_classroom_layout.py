@@ -18,28 +18,10 @@ import pytest
 
 from core.data import CLASS_NAMES, data_dir
 from tests.conftest import free_port, start_server, wait_for_plots
-from tests.helpers import chart, first_run, run
+from tests.helpers import BROKEN_WORDS, OVERFLOWING, chart, first_run, run
 
 SIZES = [(1440, 900), (1024, 768)]
 WAIT_MS = 300_000
-BROKEN_WORDS = """(selector) => {
-  const out = [];
-  for (const element of document.querySelectorAll(selector)) {
-    const walker = document.createTreeWalker(element, NodeFilter.SHOW_TEXT);
-    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
-      for (const match of node.data.matchAll(/[^\\s\\-\u2013\u2014]+/g)) {  // a break after a hyphen or dash is fine
-        const range = document.createRange();
-        range.setStart(node, match.index);
-        range.setEnd(node, match.index + match[0].length);
-        const tops = new Set([...range.getClientRects()].filter(r => r.width > 0).map(r => Math.round(r.top)));
-        if (tops.size > 1) out.push(match[0]);
-      }
-    }
-  }
-  return out;
-}"""
-OVERFLOWING = """(selector) => [...document.querySelectorAll(selector)]
-  .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.innerText)"""
 # File names (the text before the first line break of a caption) laid out on more than one line.
 SPLIT_NAMES = r"""() => [...document.querySelectorAll('[data-testid=stImageCaption] p')].filter(p => {
   const node = p.firstChild;
