@@ -24,6 +24,7 @@ import gradio as gr
 import numpy as np
 
 from apps.xray import analysis, views
+from apps.xray.analysis import MAX_AUGMENTATIONS
 from apps.xray.cancel import Cancelled, progress_callback, raise_if_cancelled
 from apps.xray.limits import Limits
 from apps.xray.models import ZooStatus, get_model
@@ -35,7 +36,8 @@ from core.zoo import BUNDLED, DISCLAIMER, ModelUnavailable
 
 log = logging.getLogger(__name__)
 # Keys of /explain's JSON that are not method parameters.
-OPTIONS = {"target": None, "layer": None, "seed": 0, "colormap": None, "opacity": 0.5, "quality": True}
+OPTIONS = {"target": None, "layer": None, "seed": 0, "colormap": None, "opacity": 0.5, "quality": True,
+           "augment": 1}
 
 
 def _check_model(zoo: ZooStatus, model: str) -> str:
@@ -98,6 +100,9 @@ def _parse(params: str, method: str) -> tuple[dict[str, Any], dict[str, Any]]:
     if not 0 <= opacity <= 1:
         raise ValueError(f"opacity must be between 0 and 1, got {_describe(opacity)}.")
     _typed("quality", options["quality"], (bool,), "true or false")
+    copies = _typed("augment", options["augment"], (int,), f"a whole number of copies, 1 to {MAX_AUGMENTATIONS}")
+    if not 1 <= copies <= MAX_AUGMENTATIONS:
+        raise ValueError(f"augment takes 1 (off) to {MAX_AUGMENTATIONS} copies, got {_describe(copies)}.")
     cmap = options["colormap"]
     if cmap is not None and cmap not in (*render.UNSIGNED_CMAPS, *render.SIGNED_CMAPS):
         raise ValueError(f"colour map {_describe(cmap)} is not offered; choose one of "
@@ -149,7 +154,8 @@ def register_api(janitor: UploadJanitor, zoo: ZooStatus, limits: Limits) -> None
         """Heatmap overlay and a JSON summary (target, score, seconds, quality) for one image and method.
 
         ``params`` is a JSON object of the method's parameters, plus optional ``target`` (class name or index),
-        ``layer``, ``seed``, ``colormap``, ``opacity`` and ``quality`` (false skips the trust checks).
+        ``layer``, ``seed``, ``colormap``, ``opacity``, ``quality`` (false skips the trust checks) and ``augment``
+        (test-time augmentation: the map averaged over that many augmented copies, 1 = off).
         """
         if not image:
             raise ValueError("Send an image file.")
@@ -157,12 +163,13 @@ def register_api(janitor: UploadJanitor, zoo: ZooStatus, limits: Limits) -> None
         overrides, options = _parse(params, method)
         key = _check_model(zoo, model)
         side = get_model(key).spec.preprocessing.size
-        limits.check_work(method, overrides, (side, side), options["quality"])  # before any work: what fits
+        limits.check_work(method, overrides, (side, side), options["quality"], options["augment"])  # what fits
         raise_if_cancelled()
         session = analysis.open_session(load_image(janitor.take(image)), "api", key, uploaded=True)
         raise_if_cancelled()
         panel = analysis.run_method(session, method, overrides, options["target"], options["layer"],
-                                    int(options["seed"]), progress_callback(progress, method, 0.0, 0.5))
+                                    int(options["seed"]), progress_callback(progress, method, 0.0, 0.5),
+                                    options["augment"])
         if options["quality"]:
             panel.quality = analysis.assess(session, panel, progress_callback(progress, "trust checks", 0.5, 0.5))
         raise_if_cancelled()

@@ -19,9 +19,16 @@ from core.explain.base import MethodInfo, Param
 _TAG = re.compile(r"\(([^()]+)\)\s*$")  # "Number of superpixels (SLIC)" -> "SLIC"
 
 
-def control(param: Param, visible: bool = True) -> gr.components.Component:
-    """The widget for one parameter: slider when bounded, number otherwise, dropdown, checkbox."""
+def control(param: Param, visible: bool = True, bounds: tuple[float, float] | None = None) -> gr.components.Component:
+    """The widget for one parameter: slider when bounded, number otherwise, dropdown, checkbox. ``bounds``
+    narrows a slider to what the server's work budget allows, and its help says so."""
     common = {"label": param.label, "info": param.help or None, "visible": visible}
+    if bounds is not None and param.low is not None and param.high is not None:
+        low, high = bounds
+        note = f"This server's work budget allows {low:,.0f} to {high:,.0f}."
+        common["info"] = f"{param.help} {note}" if param.help else note
+        default = min(max(param.default, low), high)
+        return gr.Slider(low, high, value=default, step=_step(param), **common)
     if param.kind == "choice":
         return gr.Dropdown(list(param.choices), value=param.default, **common)
     if param.kind == "bool":
@@ -94,8 +101,11 @@ class MethodControls:
                                                 queue=False, show_progress="hidden", **event)
 
 
-def method_controls(methods: dict[str, MethodInfo], selected: str) -> MethodControls:
-    """Create (inside the current Blocks context) one hidden group of widgets per method."""
+def method_controls(methods: dict[str, MethodInfo], selected: str,
+                    bounds: dict[tuple[str, str], tuple[float, float]] | None = None) -> MethodControls:
+    """Create (inside the current Blocks context) one hidden group of widgets per method; ``bounds`` narrows
+    (method, parameter) sliders (``Limits.slider_bounds``)."""
+    bounds = bounds or {}
     groups: dict[str, gr.Group] = {}
     widgets: list[tuple[str, str, gr.components.Component]] = []
     conditions: dict[tuple[str, str], tuple[str, str]] = {}
@@ -107,7 +117,7 @@ def method_controls(methods: dict[str, MethodInfo], selected: str) -> MethodCont
                 if when is not None:
                     conditions[(name, param.name)] = when
                 visible = when is None or defaults[when[0]] == when[1]
-                widgets.append((name, param.name, control(param, visible)))
+                widgets.append((name, param.name, control(param, visible, bounds.get((name, param.name)))))
             if not info.params:
                 gr.Markdown(f"{info.label} has no parameters.")
         groups[name] = group

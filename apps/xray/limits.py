@@ -56,43 +56,78 @@ class Limits:
         """Event keyword arguments for the heavy group."""
         return {"concurrency_id": "heavy", "concurrency_limit": self.heavy_limit}
 
-    def check_work(self, method: str, overrides: dict[str, Any], size: tuple[int, int], quality: bool = True) -> int:
+    def check_work(self, method: str, overrides: dict[str, Any], size: tuple[int, int], quality: bool = True,
+                   copies: int = 1) -> int:
         """Refuse, before any work, an explanation that would cost more than the budget: ValueError that says
         what it would cost and which setting fits. Returns its cost in passes. ``overrides`` are checked by the
-        method's own parameter rules first, so an out-of-range value gets that message instead."""
+        method's own parameter rules first, so an out-of-range value gets that message instead. ``copies``: test-time
+        augmentation runs the method on that many copies of the image."""
         params = resolve_params(METHODS[method], overrides)
-        cost = passes(method, params, size, quality)
+        cost = passes(method, params, size, quality, copies)
         if self._fits(cost, size):
             return cost
         checks = f" with the trust checks (the method again on {SANITY_COPIES} randomised copies)" if quality else ""
-        text = (f"{METHODS[method].label} with these settings needs about {cost:,} passes through the model at "
+        tta = f" on {copies} augmented copies" if copies > 1 else ""
+        text = (f"{METHODS[method].label} with these settings{tta} needs about {cost:,} passes through the model at "
                 f"{size[0]}x{size[1]} px{checks}: {cost * size[0] * size[1] / 1e6:,.0f} megapixel-passes, more "
                 f"than the {self.budget_mpx:,.0f} this server allows per request.")
-        hint = self._what_fits(method, params, size, quality)
-        if hint is None and quality and self._fits(passes(method, params, size, False), size):
+        hint = self._what_fits(method, params, size, quality, copies)
+        if hint is None and quality and self._fits(passes(method, params, size, False, copies), size):
             hint = 'It fits without the trust checks (through the API: "quality": false).'
         raise ValueError(f"{text} {hint or 'Choose cheaper settings.'}")
 
     def _fits(self, cost: int, size: tuple[int, int]) -> bool:
         return cost * size[0] * size[1] <= self.budget_mpx * 1e6
 
-    def _what_fits(self, method: str, params: dict[str, Any], size: tuple[int, int], quality: bool) -> str | None:
+    def _what_fits(self, method: str, params: dict[str, Any], size: tuple[int, int], quality: bool,
+                   copies: int = 1) -> str | None:
         """The nearest value of the method's cost-driving setting that fits the budget, said in words."""
-        knob = "stride" if method == "occlusion" else PER_SAMPLE.get(method, (None,))[0]
+        knob = cost_knob(method)
+        best = None if knob is None else self.fitting_value(method, params, size, quality, copies)
+        if best is None:
+            return None
+        return f"{knob} {'of at least' if knob == 'stride' else 'up to'} {best:,} fits."
+
+    def fitting_value(self, method: str, params: dict[str, Any], size: tuple[int, int], quality: bool = True,
+                      copies: int = 1) -> int | None:
+        """The most generous value of the method's cost-driving setting (``cost_knob``: the smallest stride, the
+        most samples) that fits the budget with the other settings in ``params``; None when none does or the
+        method has no such setting."""
+        knob = cost_knob(method)
         if knob is None:
             return None
         spec = next(p for p in METHODS[method].params if p.name == knob)
         values = range(int(spec.low), int(spec.high) + 1)
-        fits = [v for v in values if self._fits(passes(method, {**params, knob: v}, size, quality), size)]
+        fits = [v for v in values if self._fits(passes(method, {**params, knob: v}, size, quality, copies), size)]
         if not fits:
             return None
-        best = min(fits) if knob == "stride" else max(fits)
-        return f"{knob} {'of at least' if knob == 'stride' else 'up to'} {best:,} fits."
+        return min(fits) if knob == "stride" else max(fits)
+
+    def slider_bounds(self, size: tuple[int, int]) -> dict[tuple[str, str], tuple[float, float]]:
+        """(method, setting) -> (low, high) for the app's sliders: each cost-driving setting narrowed to what fits
+        the budget at the default settings with the trust checks, so a visitor cannot pick a refused value.
+        Settings the budget does not narrow are left out."""
+        bounds = {}
+        for method, info in METHODS.items():
+            knob = cost_knob(method)
+            if knob is None:
+                continue
+            spec = next(p for p in info.params if p.name == knob)
+            best = self.fitting_value(method, info.defaults(), size)
+            if best is not None and best != (spec.low if knob == "stride" else spec.high):
+                bounds[(method, knob)] = (best, spec.high) if knob == "stride" else (spec.low, best)
+        return bounds
 
 
-def passes(method: str, params: dict[str, Any], size: tuple[int, int], quality: bool = True) -> int:
+def cost_knob(method: str) -> str | None:
+    """The setting that drives a method's cost (samples, steps, channels; occlusion's stride), None for fixed cost."""
+    return "stride" if method == "occlusion" else PER_SAMPLE.get(method, (None,))[0]
+
+
+def passes(method: str, params: dict[str, Any], size: tuple[int, int], quality: bool = True, copies: int = 1) -> int:
     """Passes of one image through the model that an explanation costs (an upper bound: gradients count as three
-    passes), times the trust checks' repeats when ``quality``. ``params`` are the method's resolved parameters;
+    passes) on ``copies`` test-time-augmented copies, plus the trust checks' repeats when ``quality`` (they rerun
+    the method once per randomised copy, without augmentation). ``params`` are the method's resolved parameters;
     ``size`` the model's input (height, width). Occlusion's windows are counted exactly as it places them."""
     if method == "occlusion":
         cost = 1 + len(starts(size[0], params["patch"], params["stride"])) * len(
@@ -102,7 +137,7 @@ def passes(method: str, params: dict[str, Any], size: tuple[int, int], quality: 
         cost = 2 + weight * int(params[name])  # and the clean image: the prediction and the score
     else:
         cost = GRADIENT_PASS
-    return cost * (1 + SANITY_COPIES) + TRUST_CURVE_PASSES if quality else cost
+    return cost * (copies + SANITY_COPIES) + TRUST_CURVE_PASSES if quality else cost * copies
 
 
 # ---------------------------------------------------------------- worker slots

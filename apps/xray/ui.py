@@ -237,6 +237,14 @@ class XrayUI:
             register_api(self.janitor, self.zoo, self.limits)
         return demo
 
+    def _slider_bounds(self) -> dict[tuple[str, str], tuple[float, float]]:
+        """Method sliders narrowed to the work budget at the default model's input size (other models are still
+        checked per request, with a message that says what fits)."""
+        if self.default_model is None:
+            return {}
+        side = get_model(self.default_model).spec.preprocessing.size
+        return self.limits.slider_bounds((side, side))
+
     def _input_column(self) -> None:
         self.upload = gr.File(label="Chest X-ray: PNG, JPEG, TIFF or DICOM", file_count="single", type="filepath",
                               height=130, elem_id="upload")
@@ -287,7 +295,7 @@ class XrayUI:
                     self.copies = gr.Slider(2, analysis.MAX_AUGMENTATIONS, value=8, step=1, visible=False,
                                             label="Copies (the image included)", elem_id="augment-copies")
                 with gr.Accordion("Method settings", open=False, elem_id="method-settings"):
-                    self.controls = method_controls(METHODS, method)
+                    self.controls = method_controls(METHODS, method, self._slider_bounds())
                 with gr.Row():
                     self.cmap = gr.Dropdown(list(render.UNSIGNED_CMAPS), value=views.Style.unsigned,
                                             label="Colour map", min_width=120)
@@ -523,7 +531,8 @@ class XrayUI:
             raise ValueError("Upload an X-ray (or pick an example) first.")
         style, values = views.Style(*style_and_values[:STYLE_INPUTS]), style_and_values[STYLE_INPUTS:]
         overrides = self.controls.build_overrides(method, values)
-        self.limits.check_work(method, overrides, tuple(session.x.shape[-2:]))  # refused before any work if too big
+        # refused before any work if too big
+        self.limits.check_work(method, overrides, tuple(session.x.shape[-2:]), copies=augmentations)
         report = progress_callback(progress, f"{METHODS[method].label}…")
         panel = analysis.run_method(session, method, overrides, None if target == PREDICTED else target, layer,
                                     int(seed or 0), report, augmentations)

@@ -12,6 +12,8 @@ def test_good_parameters_pass_through():
                                          "target": "PNEUMONIA", "colormap": "viridis"}), "lime")
     assert params == {"n_samples": 300, "hide": "mean"}
     assert options["seed"] == 3 and options["quality"] is False and options["target"] == "PNEUMONIA"
+    assert options["augment"] == 1  # test-time augmentation off unless asked for
+    assert _parse('{"augment": 4}', "grad_cam")[1]["augment"] == 4
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -29,6 +31,10 @@ def test_good_parameters_pass_through():
     ('{"n_samples": "300"}', "n_samples must be an integer"),
     ('{"compactness": {"a": [1]}}', "compactness must be a number"),
     ('{"hide": 3}', "hide must be a string"),
+    ('{"augment": 0}', "augment takes 1 .off. to 32 copies"),
+    ('{"augment": 33}', "augment takes 1 .off. to 32 copies"),
+    ('{"augment": true}', "augment must be a whole number of copies"),
+    ('{"augment": 2.0}', "augment must be a whole number of copies"),
     ('[1, 2]', "params must be a JSON object"),
     ("[" * 100_000, "params is too long"),
     ('[' * 5000 + ']' * 5000, "params must be a JSON object"),

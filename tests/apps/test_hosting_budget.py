@@ -88,3 +88,38 @@ def test_out_of_range_settings_get_the_methods_own_message_first():
 
 def test_a_bigger_budget_lets_the_same_request_through():
     Limits(1, 1, budget_mpx=400).check_work("lime", {"n_samples": 10000}, BUNDLED_SIDE, quality=False)
+
+
+def test_test_time_augmentation_multiplies_the_method_not_the_trust_checks():
+    params = resolve_params(METHODS["lime"], {"n_samples": 300})
+    alone = passes("lime", params, BUNDLED_SIDE, False)
+    assert passes("lime", params, BUNDLED_SIDE, False, copies=8) == 8 * alone
+    # the sanity copies rerun the method once each, without augmentation; the curves do not change
+    assert (passes("lime", params, BUNDLED_SIDE, True, copies=8) - passes("lime", params, BUNDLED_SIDE, True)
+            == 7 * alone)
+
+
+def test_augmented_copies_count_against_the_budget():
+    limits = Limits(1, 1)
+    limits.check_work("lime", {"n_samples": 500}, BUNDLED_SIDE, True)  # fits alone
+    with pytest.raises(ValueError, match="on 32 augmented copies needs about") as refused:
+        limits.check_work("lime", {"n_samples": 500}, BUNDLED_SIDE, True, copies=32)
+    best = int(str(refused.value).split("n_samples up to")[1].split()[0].replace(",", ""))
+    limits.check_work("lime", {"n_samples": best}, BUNDLED_SIDE, True, copies=32)
+
+
+@pytest.mark.parametrize("budget", [250.0, 60.0])
+def test_sliders_stop_exactly_where_the_budget_does(budget):
+    limits = Limits(1, 1, budget_mpx=budget)
+    bounds = limits.slider_bounds(BUNDLED_SIDE)
+    assert ("lime", "n_samples") in bounds and ("occlusion", "stride") in bounds
+    for (method, knob), (low, high) in bounds.items():
+        defaults = METHODS[method].defaults()
+        edge, beyond = (low, low - 1) if knob == "stride" else (high, high + 1)
+        limits.check_work(method, {**defaults, knob: edge}, BUNDLED_SIDE, True)  # the slider's end is accepted
+        with pytest.raises(ValueError, match="more than the"):
+            limits.check_work(method, {**defaults, knob: beyond}, BUNDLED_SIDE, True)  # one step past is not
+
+
+def test_a_budget_that_allows_everything_leaves_the_sliders_alone():
+    assert Limits(1, 1, budget_mpx=1e9).slider_bounds(BUNDLED_SIDE) == {}

@@ -112,6 +112,27 @@ def test_grad_cam_overlay_and_quality_match_core(xray_client, xray_server):
     assert np.abs(picture - reference).mean() < 1.0  # same map, same colours (up to float noise across processes)
 
 
+def test_explain_averages_augmented_copies_when_asked(xray_client, xray_server):
+    from apps.xray import views
+    from apps.xray.analysis import open_session
+    from core.explain.augment import explain_augmented
+
+    path = xray_server.images("PNEUMONIA")[0]
+    params = json.dumps({"augment": 4, "quality": False, "target": "PNEUMONIA"})
+    overlay_path, summary = _call(xray_client, _handle(path), "grad_cam", params, api_name="/explain")
+    assert summary["extras"]["augment"]["augmentations"] == 4
+    loaded = load_model("cxr-resnet18")
+    x = preprocess(load_image(path), loaded.spec.preprocessing)
+    expected = explain_augmented(loaded, x, "grad_cam", 1, augmentations=4, seed=0)[0]
+    plain = explain(loaded, x, "grad_cam", 1)[0]
+    session = open_session(load_image(path), "test", "cxr-resnet18", uploaded=False)
+    picture = np.asarray(Image.open(overlay_path).convert("RGB")).astype(int)
+    augmented = views.overlay(session, expected, views.Style()).astype(int)
+    unaugmented = views.overlay(session, plain, views.Style()).astype(int)
+    assert np.abs(picture - augmented).mean() < 1.0  # the averaged map ...
+    assert np.abs(picture - unaugmented).mean() > 2 * np.abs(picture - augmented).mean()  # ... not the plain one
+
+
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_every_registered_method_explains_through_the_api(xray_client, xray_server, method):
     path = xray_server.images("NORMAL")[1]

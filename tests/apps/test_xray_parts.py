@@ -179,6 +179,20 @@ def test_method_controls_cover_every_registered_parameter_and_pick_the_chosen_me
     assert controls.build_overrides("grad_cam", values) == {}
 
 
+def test_sliders_are_narrowed_to_the_work_budget_and_say_so():
+    from apps.xray.limits import Limits
+
+    bounds = Limits(1, 1).slider_bounds((192, 192))
+    with gr.Blocks():
+        controls = method_controls(METHODS, "lime", bounds)
+    lime = controls.widget("lime", "n_samples")
+    low, high = bounds[("lime", "n_samples")]
+    assert lime.maximum == high < METHODS["lime"].params[0].high and lime.minimum == low
+    assert "work budget allows" in lime.info and lime.value <= high
+    stride = controls.widget("occlusion", "stride")
+    assert stride.minimum == bounds[("occlusion", "stride")][0] > 1
+
+
 # ---------------------------------------------------------------- analysis
 
 
