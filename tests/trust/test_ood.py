@@ -33,6 +33,17 @@ def test_scores_are_half_the_squared_mahalanobis_distance_to_the_nearest_centre(
     assert gate.scores(torch.tensor([[-20.0, 0.0]]))[0] > 1 > gate.scores(torch.tensor([[0.0, 0.0]]))[0]
 
 
+@pytest.mark.parametrize("n", [269, 100, 41, 20])
+def test_at_most_the_stated_share_of_the_reference_is_flagged(n):
+    rng = np.random.default_rng(n)
+    train = torch.as_tensor(rng.normal(size=(300, 3)), dtype=torch.float32)
+    labels = torch.as_tensor(rng.integers(0, 2, 300))
+    reference = torch.as_tensor(rng.normal(size=(n, 3)), dtype=torch.float32)
+    gate = OodGate.fit(train, labels, reference, quantile=0.95)
+    flagged = int((gate.scores(reference) > 1).sum())
+    assert flagged == int(np.floor(0.05 * n + 1e-9))  # as many as the share allows, never one more
+
+
 def test_colourfulness():
     grey = np.random.default_rng(0).random((8, 8)).astype(np.float32)
     assert colourfulness(grey) == 0.0
