@@ -15,7 +15,7 @@ import streamlit as st
 
 from apps.common import page_footer, page_header, unavailable_note, usable_models
 from core import embed as E
-from core.data import data_dir
+from core.data import ATTRIBUTION, data_dir
 from core.embed.digits import DIGITS_MODEL
 from core.embed.held_out import held_out_files, held_out_mask
 from core.embed.models import UNTRAINED_SUFFIX
@@ -197,6 +197,17 @@ class View:
     k: int
 
     @property
+    def credit(self) -> str:
+        """Where the images come from, for exported pictures: MedMNIST's licence note, the chest X-ray dataset's
+        attribution for a shared folder of its two classes, or the source's public name."""
+        medmnist = [note for note in self.images.notes if note.startswith("MedMNIST")]
+        if medmnist:
+            return medmnist[0]
+        if self.images.folder is not None and set(self.images.class_names) == {"NORMAL", "PNEUMONIA"}:
+            return ATTRIBUTION
+        return f"Images: {self.source_name}."
+
+    @property
     def model_name(self) -> str:
         """The model's zoo name."""
         return self.loaded.spec.name
@@ -370,7 +381,7 @@ def _numbers(v: View) -> None:
     m[0].metric("Images", f"{len(emb):,}", help=f"{source_name}; {len(emb.skipped)} unreadable skipped")
     held_rows = table["split"].eq("held out").fillna(False).to_numpy(bool)
     if has_correct and held_rows.any():
-        m[1].metric("Held-out accuracy", f"{table['correct'][held_rows].mean():.1%}",
+        m[1].metric("Model accuracy, held out", f"{table['correct'][held_rows].mean():.1%}",
                     help=f"On the {held_rows.sum():,} images shown from patients {model_name} never trained on (its "
                          f"validation patients, recomputed from the seed its checkpoint records). On all "
                          f"{len(table):,} images, training ones included: {table['correct'].mean():.1%}. Colour by "
@@ -384,8 +395,11 @@ def _numbers(v: View) -> None:
         m[1].metric("Model accuracy", "—", help="The model's classes are not this dataset's classes.")
     m[2].metric("Silhouette", score(sep.silhouette, ".3f"),
                 help=f"{metric} distance, full {emb.vectors.shape[1]}-D space (needs two classes)")
-    m[3].metric(f"{k}-NN accuracy", score(sep.knn_accuracy, ".1%"),
-                help=f"{sep.folds}-fold cross-validated, patient-grouped, ± {sep.knn_std:.1%}" if sep.folds else
+    m[3].metric(f"{k}-NN on the embedding", score(sep.knn_accuracy, ".1%"),
+                help=f"Accuracy of a {k}-nearest-neighbour classifier fitted on these embedding vectors and true "
+                     f"labels, {sep.folds}-fold cross-validated with patients kept together, ± {sep.knn_std:.1%}: "
+                     "how well the classes separate in this layer, not the model's own predictions."
+                if sep.folds else
                 "Needs at least 2 images (and 2 patients) in every class and two classes to cross-validate.")
     m[4].metric(f"Precision@{k}", f"{sep.precision_at_k:.1%}", help="Share of each image's 10 nearest neighbours "
                 "with the same label, averaged over the dataset")
@@ -515,10 +529,11 @@ def _export(v: View) -> None:
     st.download_button("Download CSV (coordinates, labels, predictions, file names)", lambda: csv_bytes(table),
                        file_name=f"{stem}.csv", mime="text/csv", on_click="ignore", key="emb_csv")
     st.download_button("Download PNG of the map",
-                       lambda: scatter_png(table, colour_by, title=f"{model_name} · {layer}", axis=method),
+                       lambda: scatter_png(table, colour_by, title=f"{model_name} · {layer}", axis=method,
+                                           credit=v.credit),
                        file_name=f"{stem}.png", mime="image/png", on_click="ignore", key="emb_png")
-    st.caption("Files are made when you click. Embeddings, maps and scores are cached on the server and reused "
-               "across sessions.")
+    st.caption("Files are made when you click; the PNG carries the disclaimer and the data's attribution. "
+               "Embeddings, maps and scores are cached on the server and reused across sessions.")
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ stand out even in a crowded map.
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,6 +19,9 @@ from plotly.colors import qualitative
 
 from core.embed.features import Embeddings
 from core.embed.sources import ImageSet
+from core.zoo import DISCLAIMER
+
+FOOTER_WIDTH = 110  # characters per footer line at 7 pt: inside the 7-inch figure
 
 COLOUR_BY = ("true label", "predicted label", "correct / incorrect", "confidence", "training / held-out")
 PALETTE = qualitative.Plotly + qualitative.D3  # enough distinct colours for MedMNIST's 11 organ classes
@@ -108,8 +112,10 @@ def scatter_figure(table: pd.DataFrame, colour_by: str = "true label", title: st
 
 
 def scatter_png(table: pd.DataFrame, colour_by: str = "true label", title: str = "", axis: str = "",
-                dpi: int = 150) -> bytes:
-    """The same map as a PNG, drawn with matplotlib (plotly's PNG export needs kaleido and a browser)."""
+                dpi: int = 150, credit: str = "") -> bytes:
+    """The same map as a PNG, drawn with matplotlib (plotly's PNG export needs kaleido and a browser). A picture
+    travels without its page, so it carries the disclaimer and ``credit`` (the data's attribution) under the map
+    and in its PNG text fields."""
     fig = Figure(figsize=(7, 6), dpi=dpi)  # the object API, not pyplot: no global state across page sessions
     ax = fig.subplots()
     size = 10 if len(table) <= 2000 else 4
@@ -126,9 +132,12 @@ def scatter_png(table: pd.DataFrame, colour_by: str = "true label", title: str =
     if colour_by != "confidence" or wrong.any():
         ax.legend(loc="best", fontsize=8, markerscale=1.5, frameon=True)
     ax.set(title=title, xlabel=f"{axis} 1".strip(), ylabel=f"{axis} 2".strip(), xticks=[], yticks=[])
-    fig.tight_layout()
+    footer = "\n".join(textwrap.wrap(f"{DISCLAIMER} {credit}".strip(), FOOTER_WIDTH))
+    lines = footer.count("\n") + 1
+    fig.tight_layout(rect=(0, 0.025 * lines + 0.01, 1, 1))  # room for the footer under the axes
+    fig.text(0.5, 0.01, footer, ha="center", va="bottom", fontsize=7, color="#7c2d12")
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
+    fig.savefig(buffer, format="png", metadata={"Disclaimer": DISCLAIMER, "Source": credit or "not given"})
     return buffer.getvalue()
 
 

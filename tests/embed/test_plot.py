@@ -12,6 +12,7 @@ from PIL import Image
 from core import embed as E
 from core.embed.features import Embeddings
 from core.embed.plot import COLOUR_BY, classes_match, csv_bytes, points_table, scatter_figure, scatter_png
+from core.zoo import DISCLAIMER
 
 
 @pytest.fixture
@@ -77,6 +78,19 @@ def test_png_export(table, colour_by):
     img = Image.open(io.BytesIO(png))
     assert img.format == "PNG" and img.size == (350, 300)
     assert len(np.unique(np.asarray(img.convert("RGB")).reshape(-1, 3), axis=0)) > 10  # something was drawn
+    assert img.info["Disclaimer"] == DISCLAIMER and img.info["Source"] == "not given"
+
+
+def test_png_export_carries_the_disclaimer_and_credit_under_the_map(table):
+    from core.data import ATTRIBUTION
+
+    img = Image.open(io.BytesIO(scatter_png(table, credit=ATTRIBUTION, dpi=100)))
+    assert img.info["Disclaimer"] == DISCLAIMER and img.info["Source"] == ATTRIBUTION
+    rgb = np.asarray(img.convert("RGB")).astype(int)
+    footer = rgb[-int(0.07 * rgb.shape[0]):]  # the strip under the axes: the footer's brown text, nothing else
+    brown = (np.abs(footer - [0x7C, 0x2D, 0x12]).sum(-1) < 60).sum()
+    assert brown > 100
+    assert (np.abs(rgb[: -int(0.1 * rgb.shape[0])] - [0x7C, 0x2D, 0x12]).sum(-1) < 60).sum() < brown / 10
 
 
 def test_csv_export(table):
