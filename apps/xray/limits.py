@@ -262,10 +262,10 @@ class VisitorQuota:
         """Why a new request from this session and address is refused, or None when it may join the queue."""
         mine, ours = self.counts(queue, session, host)
         if self.per_visitor and mine >= self.per_visitor:
-            return (f"You already have {mine} requests waiting or running (at most {self.per_visitor} per visitor "
-                    "on this server). Wait for one to finish, or press Stop, then try again.")
+            return (f"You already have {_requests(mine)} waiting or running (at most {self.per_visitor} per "
+                    "visitor on this server). Wait for one to finish, or press Stop, then try again.")
         if self.per_host and host and ours >= self.per_host:
-            return (f"Your network address already has {ours} requests waiting or running (at most "
+            return (f"Your network address already has {_requests(ours)} waiting or running (at most "
                     f"{self.per_host} on this server). Try again when some have finished.")
         return None
 
@@ -282,6 +282,11 @@ class VisitorQuota:
             return await push(body, request, username)
 
         queue.push = checked
+
+
+def _requests(n: int) -> str:
+    """'1 request', '3 requests'."""
+    return f"{n} request" if n == 1 else f"{n} requests"
 
 
 def _host(request: Any) -> str:
