@@ -154,22 +154,38 @@ DEEPLIFT_BASELINES = ("black", "zero", "blur", "mean", "uniform")
           "the ratio of its output and input changes between the image and the baseline (Shrikumar et al. 2017, "
           "Rescale rule; Captum). Signed, summed over channels; the attributions add up to score(image) - "
           "score(baseline) (summation to delta), which the result reports.",
-          signed=True,
+          signed=True, own_forward=True,
           params=[
               Param("baseline", "Baseline", "choice", "black", choices=DEEPLIFT_BASELINES,
                     help="; ".join(f"{k}: {BASELINE_HELP[k]}" for k in DEEPLIFT_BASELINES) + "."),
           ])
-def deeplift(ctx: Context, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, list[dict[str, Any]]]:
-    """Signed DeepLIFT maps (N x H x W) and, per image, the summation-to-delta check."""
+def deeplift(ctx: Context, x: torch.Tensor, _targets: None) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+    """Signed DeepLIFT maps (N x H x W) and, per image, the summation-to-delta check.
+
+    Its own forward: Captum's pass over [images; baselines] already gives the images' clean logits (the rewrite
+    changes gradients only), so a requested target costs no extra forward; without one, the images go through
+    the model once first to pick each one's class."""
     base = baseline(ctx, x, ctx.params["baseline"])
     maps, extras = [], []
     with replica(ctx.model, "deeplift", prepare_deeplift) as net:
         explainer = DeepLift(net)
         for rows in batches(len(x), ctx.batch_size):
-            xb, bb, tb = x[rows].detach().requires_grad_(True), base[rows].detach(), targets[rows]
-            with torch.enable_grad():
-                attributions = explainer.attribute(xb, bb, target=tb)
+            xb, bb = x[rows].detach().requires_grad_(True), base[rows].detach()
+            if ctx.requested is None:
+                with torch.no_grad():
+                    tb = ctx.resolve(net(x[rows]), rows)
+            else:
+                tb = ctx.requested[rows]
+            try:
+                with torch.enable_grad():
+                    attributions = explainer.attribute(xb, bb, target=tb)
+            except (IndexError, RuntimeError):
+                with torch.no_grad():
+                    ctx.resolve(net(x[rows]), rows)  # a target out of range: say so in words
+                raise
             n = len(xb)
+            if ctx.requested is not None:
+                ctx.resolve(net.last[:n], rows)  # the images' clean logits, from Captum's own forward
             scores = target_logits(net.last, torch.cat([tb, tb]))  # Captum's rows: the images, then the baselines
             net.last = None
             f_input, f_base = scores[:n].tolist(), scores[n:].tolist()
