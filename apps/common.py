@@ -3,13 +3,36 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import streamlit as st
 
-from core.data import ATTRIBUTION_MARKDOWN
+from core.data import ATTRIBUTION_MARKDOWN, data_dir
 from core.zoo import BUNDLED, DISCLAIMER, LoadedModel, ModelUnavailable, load_model, model_names, unavailable_reason
 
 XRAY_APP_URL = os.environ.get("CNNLENS_XRAY_URL", "http://127.0.0.1:7860")
+ALLOWED_ENV = "CNNLENS_ALLOWED_DATA"  # further folders visitors may open, os.pathsep-separated (operator's choice)
+
+
+def shared_folders(*also: Path | None) -> dict[str, Path]:
+    """The server folders visitors may open, by the name they see: the data folder, a page's own ``also`` (None
+    entries skipped) and those the operator lists in ``$CNNLENS_ALLOWED_DATA``; symlinks resolved, missing ones
+    left out, names made unique. Pages offer these and nothing else on the server."""
+    listed = [Path(p).expanduser() for p in os.environ.get(ALLOWED_ENV, "").split(os.pathsep) if p.strip()]
+    roots: dict[str, Path] = {}
+    for candidate in (data_dir(), *also, *listed):
+        if candidate is None:
+            continue
+        try:
+            folder = candidate.resolve(strict=True)
+        except (OSError, RuntimeError):  # missing, unreadable or a symlink loop
+            continue
+        if folder.is_dir() and folder not in roots.values():
+            label, n = folder.name or "data", 2
+            while label in roots:
+                label, n = f"{folder.name or 'data'} ({n})", n + 1
+            roots[label] = folder
+    return roots
 
 
 def page_header(title: str, intro: str, banner: bool = False) -> None:

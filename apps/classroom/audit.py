@@ -12,17 +12,16 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from apps.common import XRAY_APP_URL, model_picker, page_footer, page_header
+from apps.common import ALLOWED_ENV, XRAY_APP_URL, model_picker, page_footer, page_header, shared_folders
 from core.audit import audit, edge_ranking, load
 from core.audit.store import RESULTS
 from core.audit.summaries import THORAX_BOX
-from core.data import data_dir, external_dir
+from core.data import external_dir
 from core.explain import METHODS
 from core.explain.render import overlay
 from core.io import ImageError, load_image
 from core.zoo import LoadedModel
 
-ALLOWED_ENV = "CNNLENS_ALLOWED_DATA"  # the embedding explorer's allow-list: further folders an operator shares
 AUDITS_ENV = "CNNLENS_AUDITS"  # where this page writes and finds audit folders (server side, never typed in)
 AUDITS = Path(os.environ.get(AUDITS_ENV, Path(__file__).resolve().parents[2] / "runs" / "audits"))
 FAST_METHODS = ("grad_cam", "grad_cam_pp", "saliency", "layer_cam")  # one pass or one gradient an image
@@ -30,14 +29,9 @@ SHOWN = 8  # images per gallery row
 
 
 def data_roots() -> dict[str, Path]:
-    """The folders visitors may audit, by the name they see: the data folder, the new-patient folder and those
-    in ``$CNNLENS_ALLOWED_DATA`` (resolved; missing ones left out). They are chosen from a list, never typed."""
-    extra = [Path(p).expanduser() for p in os.environ.get(ALLOWED_ENV, "").split(os.pathsep) if p.strip()]
-    roots: dict[str, Path] = {}
-    for candidate in (data_dir(), external_dir(), *extra):
-        if candidate is not None and candidate.is_dir() and candidate.resolve() not in roots.values():
-            roots[f"{candidate.parent.name}/{candidate.name}"] = candidate.resolve()
-    return roots
+    """The folders visitors may audit (``apps.common.shared_folders``, with the new-patient folder), chosen from a
+    list, never typed."""
+    return shared_folders(external_dir())
 
 
 def audit_folders() -> list[Path]:

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from apps.common import page_footer, page_header, unavailable_note, usable_models
+from apps.common import ALLOWED_ENV, page_footer, page_header, shared_folders, unavailable_note, usable_models
 from core import embed as E
-from core.data import ATTRIBUTION, data_dir
+from core.data import ATTRIBUTION
 from core.embed.digits import DIGITS_MODEL
 from core.embed.held_out import held_out_files, held_out_mask
 from core.embed.models import UNTRAINED_SUFFIX
@@ -30,30 +30,13 @@ DEFAULT_IMAGES = 1000  # for larger sets; smaller ones (e.g. the 1,797 digits) a
 MIN_IMAGES = 10
 MIN_PER_CLASS = 5  # the held-out split and k-NN accuracy use 5 patient-grouped folds: 5 images per class at least
 THUMB = 224  # thumbnail pixels; shown at column width
-ALLOWED_ENV = "CNNLENS_ALLOWED_DATA"  # further folders visitors may open, os.pathsep-separated (operator's choice)
 
 
 def data_roots() -> dict[str, Path]:
-    """The folders visitors may open, by the name they see: the data folder (``$CNNLENS_DATA``, its ``train/``
-    when it has one, or the default) and those the operator lists in ``$CNNLENS_ALLOWED_DATA``; symlinks
-    resolved, missing ones left out. Nothing else on the server can be browsed from this page."""
+    """The folders visitors may open here (``apps.common.shared_folders``), with ``$CNNLENS_DATA`` itself when it
+    is set (the data folder proper may be its ``train/``)."""
     configured = os.environ.get("CNNLENS_DATA")
-    candidates = [data_dir(), Path(configured).expanduser() if configured else None,
-                  *(Path(p).expanduser() for p in os.environ.get(ALLOWED_ENV, "").split(os.pathsep) if p.strip())]
-    roots: dict[str, Path] = {}
-    for candidate in candidates:
-        if candidate is None:
-            continue
-        try:
-            folder = candidate.resolve(strict=True)
-        except (OSError, RuntimeError):  # missing, unreadable or a symlink loop
-            continue
-        if folder.is_dir() and folder not in roots.values():
-            label, n = folder.name or "data", 2
-            while label in roots:
-                label, n = f"{folder.name or 'data'} ({n})", n + 1
-            roots[label] = folder
-    return roots
+    return shared_folders(Path(configured).expanduser() if configured else None)
 
 
 def resolve_folder(roots: dict[str, Path], label: str, typed: str) -> tuple[Path, str]:
