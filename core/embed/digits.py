@@ -9,14 +9,13 @@ train it; the other half is held out, so the explorer has honest mistakes to sho
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 import torch
 from torch import nn
 
 from core.embed.cache import ArrayCache, default_cache, digest
+from core.threads import single_thread
 from core.zoo import LoadedModel, ModelSpec, Preprocessing, instantiate
 
 DIGITS_MODEL = "digits-cnn"
@@ -67,18 +66,6 @@ def _preprocessing() -> Preprocessing:
     return Preprocessing(8, 1, (float(train.mean()),), (float(train.std()),))
 
 
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run torch single-threaded for a moment: 8 x 8 batches are too small to share, and with other work on the
-    cores the thread hand-offs dominate (training took 2.7 s on one thread against 77 s on two, under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def train_digits_cnn(epochs: int = EPOCHS, seed: int = SEED) -> dict[str, torch.Tensor]:
     """Train a DigitsCNN on the training half with Adam; returns its state dict (a few seconds on a CPU)."""
     images, labels = _digits()
@@ -86,7 +73,7 @@ def train_digits_cnn(epochs: int = EPOCHS, seed: int = SEED) -> dict[str, torch.
     train = digits_train_indices(labels)
     x = (torch.from_numpy(images[train])[:, None] - prep.mean[0]) / prep.std[0]
     y = torch.from_numpy(labels[train])
-    with torch.random.fork_rng(), _one_thread():
+    with torch.random.fork_rng(), single_thread():
         torch.manual_seed(seed)
         model = DigitsCNN()
         optimiser = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-4)

@@ -18,7 +18,8 @@ from torch import nn
 
 from core import distill
 from core.embed.cache import ArrayCache, default_cache, digest, weights_digest
-from core.lessons.transfer import LessonSet, Task, predict_proba, scores, single_thread
+from core.lessons.transfer import LessonSet, Task, predict_proba, scores
+from core.threads import single_thread
 from core.zoo import LoadedModel, Preprocessing, normalise, resize
 
 STUDENT_SIZE = 64

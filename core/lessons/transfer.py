@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,6 +40,7 @@ from core.embed.cache import ArrayCache, default_cache, digest, weights_digest
 from core.embed.features import embed
 from core.embed.sources import ImageSet
 from core.io import load_image
+from core.threads import single_thread
 from core.zoo import LoadedModel, Preprocessing, normalise, resize
 
 ProgressFn = Callable[[float, str], None]
@@ -53,19 +53,6 @@ DECODE_VERSION = "transfer-images-v1"
 
 def _quiet(progress: ProgressFn | None) -> ProgressFn:
     return progress or (lambda _f, _t: None)
-
-
-@contextmanager
-def single_thread() -> Iterator[None]:
-    """Run torch on one intra-op thread for a moment (process-wide, restored after). These small batches gain
-    nothing from a second thread, and with other work on the cores two spinning threads cost far more: measured
-    here, training (d) at 48 px took 125 CPU-seconds on two threads against 7 on one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 # ---------------------------------------------------------------------------------------------- data
