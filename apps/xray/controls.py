@@ -25,10 +25,13 @@ def control(param: Param, visible: bool = True, bounds: tuple[float, float] | No
     common = {"label": param.label, "info": param.help or None, "visible": visible}
     if bounds is not None and param.low is not None and param.high is not None:
         low, high = bounds
+        step = _step(param)
+        low = param.low + math.ceil((low - param.low) / step) * step  # on the slider's own grid, inside the bounds
+        high = param.low + math.floor((high - param.low) / step) * step
         note = f"This server's work budget allows {low:,.0f} to {high:,.0f}."
         common["info"] = f"{param.help} {note}" if param.help else note
         default = min(max(param.default, low), high)
-        return gr.Slider(low, high, value=default, step=_step(param), **common)
+        return gr.Slider(low, high, value=default, step=step, **common)
     if param.kind == "choice":
         return gr.Dropdown(list(param.choices), value=param.default, **common)
     if param.kind == "bool":

@@ -187,7 +187,9 @@ def test_sliders_are_narrowed_to_the_work_budget_and_say_so():
         controls = method_controls(METHODS, "lime", bounds)
     lime = controls.widget("lime", "n_samples")
     low, high = bounds[("lime", "n_samples")]
-    assert lime.maximum == high < METHODS["lime"].params[0].high and lime.minimum == low
+    step = METHODS["lime"].params[0].step
+    assert high - step < lime.maximum <= high < METHODS["lime"].params[0].high and lime.minimum == low
+    assert (lime.maximum - lime.minimum) % step == 0  # a value the slider can reach
     assert "work budget allows" in lime.info and lime.value <= high
     stride = controls.widget("occlusion", "stride")
     assert stride.minimum == bounds[("occlusion", "stride")][0] > 1
