@@ -154,6 +154,11 @@ def test_embedding_explorer_keeps_each_file_name_on_one_line(browser, classroom_
                                  .map(p => p.firstChild && p.firstChild.data)""")
         assert sum(bool(n and n.strip().endswith((".jpeg", ".jpg", ".png"))) for n in names) >= 8
         assert page.evaluate(SPLIT_NAMES) == []
+        labels = page.evaluate("() => [...document.querySelectorAll('[data-testid=stMetricLabel]')].map(e => "
+                               "e.innerText)")
+        assert any("held out" in t or "Model accuracy" in t for t in labels) and any("on the embedding" in t
+                                                                                   for t in labels)
+        assert page.evaluate(OVERFLOWING, "[data-testid='stMetricLabel'] *") == []  # each label whole
         _shot(page, artifacts / "classroom_layout_embeddings.png", 1440)
     finally:
         page.close()
