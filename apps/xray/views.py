@@ -13,10 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import matplotlib
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties, findfont
 from PIL import Image, ImageDraw, ImageFont
 
@@ -45,6 +42,7 @@ SEEN_SIDE = 224  # the model's input is shown at this size, whatever its resolut
 SHORT_DISCLAIMER = "For education and research only. Not for diagnosis."
 STRIP_HEIGHT = 16  # the disclaimer strip under every map (pixels)
 BAR_WIDTH = 118  # the colour bar beside every map (pixels): room for tick labels a person can read
+BAR_FONT, BAR_TICKS = 10, 5  # its tick labels: points, and at most this many
 
 
 @dataclass(frozen=True)
@@ -86,33 +84,17 @@ def overlay_map(session: Session, heatmap: np.ndarray, signed: bool, style: Styl
 
 
 def colour_bar(vmin: float, vmax: float, *, signed: bool, cmap: str, label: str, height: int) -> np.ndarray:
-    """A vertical colour bar (uint8 RGB, ``height`` x BAR_WIDTH) with tick labels large enough to read when the
-    map is shown at its own size: five ticks at 10 pt (the core renderer's 7 pt ticks shrink to 5 px on the board)."""
-    if not vmax > vmin:
-        raise ValueError(f"a colour bar needs vmin < vmax, got ({vmin}, {vmax}).")
-    dpi = 100
-    fig = Figure(figsize=(BAR_WIDTH / dpi, height / dpi), dpi=dpi)  # no pyplot: no global state, safe in threads
-    canvas = FigureCanvasAgg(fig)
-    ax = fig.add_axes((0.06, 0.04, 0.17, 0.92))
-    bar = fig.colorbar(matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(vmin, vmax),
-                                                    render.colormap(signed, cmap)), cax=ax)
-    bar.locator = matplotlib.ticker.MaxNLocator(5)  # the default formatter gives the ticks the digits they need
-    bar.update_ticks()
-    ax.tick_params(labelsize=10, length=3)
-    if label:
-        ax.set_ylabel(label, fontsize=10, labelpad=2)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+    """The board's colour bar (``render.colour_bar``, height x BAR_WIDTH) with tick labels large enough to read when
+    the map is shown at its own size: five ticks at 10 pt (the core renderer's 7 pt shrink to 5 px on the board)."""
+    return render.colour_bar(vmin, vmax, signed=signed, cmap=cmap, label=label, height=height, width=BAR_WIDTH,
+                             font=BAR_FONT, ticks=BAR_TICKS)
 
 
 def with_colour_bar(picture: np.ndarray, vmin: float, vmax: float, *, signed: bool = False, cmap: str | None = None,
                     label: str = "") -> np.ndarray:
-    """The picture with its colour bar on the right, same height."""
-    bar = colour_bar(vmin, vmax, signed=signed, cmap=cmap or render.colormap(signed).name, label=label,
-                     height=max(picture.shape[0], 160))
-    if bar.shape[0] != picture.shape[0]:
-        bar = np.asarray(Image.fromarray(bar).resize((bar.shape[1], picture.shape[0]), Image.Resampling.LANCZOS))
-    return np.concatenate([picture, bar], axis=1)
+    """The picture with the board's colour bar on the right, same height."""
+    return render.with_colour_bar(picture, vmin, vmax, signed=signed, cmap=cmap, label=label, width=BAR_WIDTH,
+                                  font=BAR_FONT, ticks=BAR_TICKS, min_height=160)
 
 
 @functools.cache

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Literal
 
 import matplotlib
+import matplotlib.ticker
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Colormap
@@ -107,27 +108,34 @@ def overlay(image01: np.ndarray, heatmap: np.ndarray, *, signed: bool = False, a
 
 
 def colour_bar(vmin: float, vmax: float, *, signed: bool = False, cmap: str | None = None, label: str = "",
-               height: int = 256, width: int = 90) -> np.ndarray:
-    """A vertical colour bar with tick labels as a uint8 RGB image (height x width x 3)."""
+               height: int = 256, width: int = 90, font: float = 7, ticks: int | None = None) -> np.ndarray:
+    """A vertical colour bar with tick labels as a uint8 RGB image (height x width x 3): ``font`` points for
+    the ticks and label, at most ``ticks`` ticks (None: matplotlib's choice)."""
     if not vmax > vmin:
         raise ValueError(f"a colour bar needs vmin < vmax, got ({vmin}, {vmax}).")
     dpi = 100
     fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)  # no pyplot: no global state, safe in threads
     canvas = FigureCanvasAgg(fig)
-    ax = fig.add_axes((0.08, 0.05, 0.22, 0.9))
-    fig.colorbar(matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(vmin, vmax), colormap(signed, cmap)),
-                 cax=ax, label=label)
-    ax.tick_params(labelsize=7)
-    ax.yaxis.label.set_size(8)
+    ax = fig.add_axes((0.08, 0.05, 0.2, 0.9))
+    bar = fig.colorbar(matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(vmin, vmax), colormap(signed, cmap)),
+                       cax=ax)
+    if ticks is not None:
+        bar.locator = matplotlib.ticker.MaxNLocator(ticks)  # the default formatter gives the ticks their digits
+        bar.update_ticks()
+    ax.tick_params(labelsize=font, length=3)
+    if label:
+        ax.set_ylabel(label, fontsize=font + 1, labelpad=2)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
 def with_colour_bar(picture: np.ndarray, vmin: float, vmax: float, *, signed: bool = False,
-                    cmap: str | None = None, label: str = "") -> np.ndarray:
-    """A picture (H x W x 3 uint8) with its colour bar appended on the right, same height."""
-    bar = colour_bar(vmin, vmax, signed=signed, cmap=cmap, label=label, height=max(picture.shape[0], 120),
-                     width=90)
+                    cmap: str | None = None, label: str = "", width: int = 90, font: float = 7,
+                    ticks: int | None = None, min_height: int = 120) -> np.ndarray:
+    """A picture (H x W x 3 uint8) with its colour bar (``colour_bar``) appended on the right, same height; the
+    bar is drawn at least ``min_height`` tall and resized to the picture."""
+    bar = colour_bar(vmin, vmax, signed=signed, cmap=cmap, label=label, height=max(picture.shape[0], min_height),
+                     width=width, font=font, ticks=ticks)
     if bar.shape[0] != picture.shape[0]:
-        bar = np.asarray(Image.fromarray(bar).resize((bar.shape[1], picture.shape[0]), Image.Resampling.BILINEAR))
+        bar = np.asarray(Image.fromarray(bar).resize((bar.shape[1], picture.shape[0]), Image.Resampling.LANCZOS))
     return np.concatenate([picture, bar], axis=1)
