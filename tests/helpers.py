@@ -4,13 +4,16 @@ them, hooks left on a model, and a process's CPU time."""
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import time
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
 if TYPE_CHECKING:
     from numpy.typing import DTypeLike
@@ -109,3 +112,13 @@ BROKEN_WORDS = """(selector) => {
 # Elements whose content is wider than their box (clipped, scrolled or ellipsised).
 OVERFLOWING = """(selector) => [...document.querySelectorAll(selector)]
   .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.innerText)"""
+
+
+def corrupt_checkpoint(path: Path) -> None:
+    """A torch.save zip whose pickle has one byte changed: torch's unpickler then fails with IndexError."""
+    buffer = io.BytesIO()
+    torch.save({"w": torch.zeros(2)}, buffer)
+    data = bytearray(buffer.getvalue())
+    pickled = zipfile.ZipFile(io.BytesIO(bytes(data))).read("archive/data.pkl")
+    data[bytes(data).find(pickled) + 5] = ord("s")
+    path.write_bytes(bytes(data))

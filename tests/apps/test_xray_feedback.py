@@ -5,8 +5,6 @@ and colour bar under every map."""
 
 from __future__ import annotations
 
-import io
-import zipfile
 from types import SimpleNamespace
 
 import gradio as gr
@@ -23,6 +21,7 @@ from apps.xray.ui import JOB_STALE_SECONDS, Jobs, XrayUI
 from apps.xray.uploads import UploadJanitor
 from core.explain import METHODS
 from core.trust import Assessment
+from tests.helpers import corrupt_checkpoint
 
 STYLE = ("viridis", "RdBu_r", 0.5)
 
@@ -36,16 +35,6 @@ def ui(tmp_path_factory) -> XrayUI:
 
 def visitor(name: str = "s1") -> SimpleNamespace:
     return SimpleNamespace(session_hash=name)  # what handlers read of gr.Request
-
-
-def corrupt_checkpoint(path) -> None:
-    """A torch.save zip whose pickle has one byte changed: torch's unpickler then fails with IndexError."""
-    buffer = io.BytesIO()
-    torch.save({"w": torch.zeros(2)}, buffer)
-    data = bytearray(buffer.getvalue())
-    pickled = zipfile.ZipFile(io.BytesIO(bytes(data))).read("archive/data.pkl")
-    data[bytes(data).find(pickled) + 5] = ord("s")
-    path.write_bytes(bytes(data))
 
 
 # ---------------------------------------------------------------- busy, queued, stopped

@@ -9,18 +9,15 @@ Screenshots go to test-artifacts/xray_layout_*.png.
 
 from __future__ import annotations
 
-import io
 import re
-import zipfile
 from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from apps.xray import views
-from tests.helpers import BROKEN_WORDS, OVERFLOWING
+from tests.helpers import BROKEN_WORDS, OVERFLOWING, corrupt_checkpoint
 
 pytestmark = [pytest.mark.browser, pytest.mark.data]
 WAIT_MS = 180_000  # two shared cores run the server, the browser and pytest
@@ -167,16 +164,6 @@ def test_method_guide_augmentation_and_the_dicom_example(browser, xray_server, a
         page.close()
 
 
-def _corrupt_checkpoint(path) -> None:
-    """A torch.save zip whose pickle has one byte changed: torch's unpickler then fails with IndexError."""
-    buffer = io.BytesIO()
-    torch.save({"w": torch.zeros(2)}, buffer)
-    data = bytearray(buffer.getvalue())
-    pickled = zipfile.ZipFile(io.BytesIO(bytes(data))).read("archive/data.pkl")
-    data[bytes(data).find(pickled) + 5] = ord("s")
-    path.write_bytes(bytes(data))
-
-
 def test_busy_explain_stop_and_a_corrupt_checkpoint_are_answered(browser, xray_server, artifacts, tmp_path):
     page = browser.new_page(viewport={"width": 1440, "height": 900})
     try:
@@ -208,7 +195,7 @@ def test_busy_explain_stop_and_a_corrupt_checkpoint_are_answered(browser, xray_s
         page.screenshot(path=str(artifacts / "xray_layout_stopped.png"))
 
         weights = tmp_path / "broken.pt"
-        _corrupt_checkpoint(weights)
+        corrupt_checkpoint(weights)
         page.get_by_text("Use your own checkpoint").click()
         page.locator("#ckpt-file input[type=file]").set_input_files(str(weights))
         page.wait_for_timeout(1000)  # let the upload finish
