@@ -42,6 +42,6 @@ bench: install-dev
 
 # Reproduce the bundled weights (34 min on 2 busy CPU cores), then fit their trust data on the new patients.
 model: install
-	$(PY) -m core.train --data $(DATA)/train --size 192 --width 32 --epochs 18 --augment strong --ema 0.99 \
+	$(PY) -m core.train --data $(DATA)/train --size 192 --width 32 --epochs 26 --augment strong --ema 0.99 \
 		--external $(DATA)/external --select external --threads 1 --out models/cxr-resnet18.safetensors
 	$(PY) -m core.calibrate --model models/cxr-resnet18.safetensors --train $(DATA)/train --data $(DATA)/external
