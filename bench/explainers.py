@@ -29,7 +29,7 @@ import torch
 from bench.common import interleaved_medians, table
 from core.data import data_dir
 from core.explain import METHODS, explain
-from core.explain.base import Context, baseline
+from core.explain.base import BATCH, Context, baseline
 from core.explain.occlusion import starts
 from core.io import load_image
 from core.nets import WideResNet18
@@ -394,7 +394,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON list of result objects")
     p.add_argument("--methods", default="", help="comma-separated subset of methods")
     p.add_argument("--repeats", type=float, default=1.0, help="scale every case's repeat count")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=BATCH, help="images per forward (default: the explainers' own)")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
     args = p.parse_args(argv)
     if args.threads:

@@ -33,15 +33,6 @@ REFERENCE_GRID = 10  # random maps vary on a 10 x 10 grid: regions about the siz
 SANITY_COPIES = quality.SANITY_COPIES  # randomised copies per sanity check: one draw is noise
 STABILITY_SEEDS = (0, 1, 2)
 MAX_AUGMENTATIONS = 32  # test-time augmentation: copies of the image (itself included) at most
-# Images per forward in the app's maps on a CPU. Cancellation is checked after every batch, so a small batch lets a
-# Stop (or a client that left) free the core within a fraction of a second; at one torch thread 16 images per
-# forward are no slower than 64 (0.67 s against 0.81 s for 64 images at 192 px, bundled model). CUDA keeps 64.
-CPU_BATCH = 16
-
-
-def map_batch_size(device: torch.device) -> int:
-    """Images per forward for a map on ``device``: small on a CPU (prompt cancellation), 64 on an accelerator."""
-    return CPU_BATCH if device.type == "cpu" else 64
 
 
 def default_method() -> str:
@@ -131,8 +122,7 @@ def run_method(session: Session, method: str, overrides: dict[str, Any], target:
         raise ValueError(f"Test-time augmentation takes 1 to {MAX_AUGMENTATIONS} copies, got {augmentations}.")
     augmentations = int(augmentations)
     result = explain_augmented(loaded, session.x, method, index, augmentations=augmentations, layer=layer,
-                               seed=int(seed), batch_size=map_batch_size(loaded.device),
-                               progress=_segmented(progress, 1 + (augmentations > 1)), **params)[0]
+                               seed=int(seed), progress=_segmented(progress, 1 + (augmentations > 1)), **params)[0]
     title = info.label + (f" · seed {int(seed)}" if info.stochastic else "")
     title += f" · TTA ×{augmentations}" if augmentations > 1 else ""
     if params != info.defaults():

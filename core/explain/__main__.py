@@ -24,7 +24,7 @@ from tqdm import tqdm
 from core.data import IMAGE_SUFFIXES
 from core.explain import METHODS
 from core.explain.augment import explain_augmented
-from core.explain.base import resolve_params
+from core.explain.base import BATCH, resolve_params
 from core.explain.quality import deletion, insertion
 from core.explain.render import overlay, value_range, with_colour_bar
 from core.io import ImageError, load_image
@@ -50,7 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "rotations up to 5 degrees and 5%% intensity jitter (default 1: none)")
     p.add_argument("--layer", default=None, help="layer for CAM methods (default: the model's CAM layer)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=64, help="perturbations per forward pass")
+    p.add_argument("--batch-size", type=int, default=BATCH,
+                   help=f"perturbations per forward pass (default {BATCH}: 16 on a CPU, 64 on a GPU)")
     p.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity in the overlay")
     p.add_argument("--no-quality", action="store_true", help="skip the deletion/insertion curves (faster)")
     p.add_argument("inputs", nargs="+", type=Path, metavar="FILES_OR_DIRS")

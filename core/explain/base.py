@@ -24,7 +24,13 @@ from torch import nn
 from torchvision.transforms.v2.functional import gaussian_blur
 
 from core.hooks import last_spatial_layer
-from core.zoo import LoadedModel, Preprocessing, get_layer
+from core.zoo import LoadedModel, Preprocessing, default_device, get_layer
+
+# Images per forward pass when the caller does not say. On a CPU small batches are faster: at one torch thread, 64
+# images of 192 px through the bundled model took 0.63 s forward in batches of 16 against 0.78 s in one batch of 64
+# (1.82 s against 2.06 s with the backward), and a cancellation, checked between batches, is honoured sooner.
+# Accelerators keep 64.
+BATCH = 64 if default_device().type != "cpu" else 16
 
 ProgressFn = Callable[[float], None]
 BLUR_SIGMA = 1 / 20  # Gaussian sigma of "blur" baselines, as a fraction of the image side
@@ -212,7 +218,7 @@ def resolve_params(info: MethodInfo, overrides: dict[str, Any]) -> dict[str, Any
 
 
 def explain(model: LoadedModel | nn.Module, x: torch.Tensor, method: str, target: int | Sequence[int] | None = None,
-            *, layer: str | None = None, seed: int = 0, batch_size: int = 64, progress: ProgressFn | None = None,
+            *, layer: str | None = None, seed: int = 0, batch_size: int = BATCH, progress: ProgressFn | None = None,
             class_names: Sequence[str] | None = None, prep: Preprocessing | None = None,
             **params: Any) -> list[Explanation]:
     """Explain a preprocessed batch (N x C x H x W) with a registered method; one Explanation per image.
