@@ -148,8 +148,8 @@ def reference_curves(session: Session, target: int) -> quality.Reference:
 def assess(session: Session, panel: Panel, progress: ProgressFn | None = None) -> quality.Trust:
     """Deletion / insertion against random smooth maps and the randomisation sanity check over SANITY_COPIES
     copies, for the map already on the board (``quality.trust``; it is not recomputed). The fills are the ones
-    bench/faithfulness.py chose by measurement (deletion: the image's mean; insertion: onto a blurred copy), so the
-    readings can quote each method's record there."""
+    bench/faithfulness.py chose by measurement (``quality.DELETION_BASELINE``, ``quality.INSERTION_BASELINE``), so
+    the readings can quote each method's record there."""
     e = panel.explanation
     return quality.trust(get_model(session.model_key), session.x, e, steps=CURVE_STEPS,
                          reference=reference_curves(session, e.target), copies=SANITY_COPIES, progress=progress)

@@ -22,8 +22,10 @@ from apps.xray.session import Stability as StabilityResult
 from apps.xray.similar import Neighbour
 from core.data import ATTRIBUTION_MARKDOWN
 from core.explain import guide, render
-from core.explain.base import Explanation, MethodInfo
+from core.explain.base import BASELINE_HELP, Explanation, MethodInfo
 from core.explain.quality import (
+    DELETION_BASELINE,
+    INSERTION_BASELINE,
     MEASURED_IMAGES,
     MEASURED_MODEL,
     MEASURED_SIDE,
@@ -278,8 +280,9 @@ def method_guide() -> str:
     return (f"{head}\n{body}\n\n_Measured by bench/faithfulness.py with **{MEASURED_MODEL}** ({MEASURED_SIDE} px) "
             f"on {MEASURED_IMAGES} new-patient films (external/, patients not in training), explaining the predicted "
             "class: the share of films on which the map beats smooth random maps when the most important pixels are "
-            "deleted (filled with the image's mean), inserted (onto a blurred copy) or removed with ROAD (filled from "
-            f"their neighbours).{sanity} Slow methods ran at cheap settings (see the benchmark). Other models were "
+            f"deleted (filled with {BASELINE_HELP[DELETION_BASELINE]}), inserted (onto "
+            f"{BASELINE_HELP[INSERTION_BASELINE]}) or removed with ROAD (filled from their neighbours).{sanity} "
+            "Slow methods ran at cheap settings (see the benchmark). Other models were "
             "not measured: there, these figures say nothing._\n\n"
             "**Test-time augmentation** (any method; the checkbox under the picker, or `--augment N` in "
             "`python -m core.explain`): the method also explains copies of the image shifted by up to 5% of its side, "
