@@ -146,18 +146,26 @@ def layer_gradient(s: Setup) -> Runner:
 
 
 def grad_cam_peer(kind: str) -> Callable[[Setup, dict], Runner]:
-    """pytorch-grad-cam's class ``kind`` (built once, outside the timing, which favours it), masked images batched
-    as the method's ``batch`` parameter when it has one (Score-CAM)."""
+    """pytorch-grad-cam's class ``kind``, masked images batched as the method's ``batch`` parameter when it has one
+    (Score-CAM). Built inside each timed call and its hooks released after it: pytorch-grad-cam keeps its forward
+    hooks on the model until ``release()``, and left in place they also slowed the floor and our method (the
+    Eigen-CAM floor, one bare forward, measured twice the CAM floor's)."""
 
     def make(s: Setup, params: dict) -> Runner:
         import pytorch_grad_cam
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-        explainer = getattr(pytorch_grad_cam, kind)(model=s.model, target_layers=[s.layer])
-        if "batch" in params:
-            explainer.batch_size = params["batch"]
         targets = [ClassifierOutputTarget(s.target)]
-        return lambda: explainer(input_tensor=s.x, targets=targets)
+
+        def run() -> None:
+            explainer = getattr(pytorch_grad_cam, kind)(model=s.model, target_layers=[s.layer])
+            if "batch" in params:
+                explainer.batch_size = params["batch"]
+            try:
+                explainer(input_tensor=s.x, targets=targets)
+            finally:
+                explainer.activations_and_grads.release()
+        return run
     return make
 
 
