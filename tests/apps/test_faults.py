@@ -27,7 +27,7 @@ from PIL import Image
 from apps.catalogue import LESSONS
 from core.data import CLASS_NAMES, data_dir
 from tests.conftest import LiveServer, free_port, start_server
-from tests.helpers import ROOT, cpu_during
+from tests.helpers import ROOT, cpu_during, cpu_seconds
 
 APPS = ROOT / "apps"
 WEIGHTS_NAME = "cxr-resnet18.safetensors"
@@ -196,11 +196,19 @@ def test_client_that_disconnects_mid_lime_frees_the_cpu(no_data_app, tmp_path):
                                                   "event_data": None, "trigger_id": None})
         assert joined.status_code == 200, joined.text
         with client.stream("GET", "/queue/data", params={"session_hash": session}) as stream:
-            for line in stream.iter_lines():
+            lines = stream.iter_lines()
+            for line in lines:
                 assert "process_completed" not in line, f"LIME finished or failed before the test could leave: {line}"
                 if '"progress"' in line and "lime" in line:
                     break  # the explainer is running and reporting batches
-            busy = cpu_during(no_data_app.proc.pid, 4.0)
+            # keep reading, as a browser does (a client that stops reading its stream stalls the progress updates
+            # and with them the work), and measure the server's CPU meanwhile
+            started, cpu_before = time.monotonic(), cpu_seconds(no_data_app.proc.pid)
+            for line in lines:
+                assert "process_completed" not in line, f"LIME finished or failed before the test could leave: {line}"
+                if time.monotonic() - started >= 4.0:
+                    break
+            busy = (cpu_seconds(no_data_app.proc.pid) - cpu_before) * 4.0 / (time.monotonic() - started)
         # leaving both blocks closed the connection without reading the rest: the browser tab was closed
     work = busy - base
     assert work > 0.3, f"LIME added only {work:.2f} CPU-s in 4 s to the idle {base:.2f}: it was not running"
