@@ -56,6 +56,20 @@ def _visible(page, name: str) -> int:
     return page.get_by_role("slider", name=f"range slider for {name}").filter(visible=True).count()
 
 
+def _open_logged(browser, url: str, width: int, height: int) -> tuple:
+    """A page on the app at this viewport, its examples drawn, and the list every request it sends is added to."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    try:
+        page.goto(url)
+        page.wait_for_selector("#examples img", timeout=WAIT_MS)
+    except Exception:
+        page.close()
+        raise
+    return page, requests
+
+
 def _foreign(requests: list[str], url: str) -> list[str]:
     own = urlsplit(url).netloc
     return [r for r in requests if urlsplit(r).scheme in ("http", "https", "ws", "wss") and urlsplit(r).netloc != own]
@@ -63,12 +77,8 @@ def _foreign(requests: list[str], url: str) -> list[str]:
 
 @pytest.mark.parametrize(("width", "height"), SIZES, ids=[f"{w}x{h}" for w, h in SIZES])
 def test_nothing_named_is_clipped_and_only_what_applies_is_shown(browser, xray_server, artifacts, width, height):
-    page = browser.new_page(viewport={"width": width, "height": height})
-    requests: list[str] = []
-    page.on("request", lambda request: requests.append(request.url))
+    page, requests = _open_logged(browser, xray_server.url, width, height)
     try:
-        page.goto(xray_server.url)
-        page.wait_for_selector("#examples img", timeout=WAIT_MS)
         examples = page.locator("#examples .gallery-item")
         # four of each class and the DICOM pair, all inside the gallery (none pushed out to the right)
         assert examples.count() == 10
@@ -128,12 +138,8 @@ def test_nothing_named_is_clipped_and_only_what_applies_is_shown(browser, xray_s
 def test_method_guide_augmentation_and_the_dicom_example(browser, xray_server, artifacts, width, height):
     """The method guide's table is whole (no word broken, no cell clipped), the copies slider shows only while
     test-time augmentation is on, and the DICOM example opens as a DICOM whose map explains the card's class."""
-    page = browser.new_page(viewport={"width": width, "height": height})
-    requests: list[str] = []
-    page.on("request", lambda request: requests.append(request.url))
+    page, requests = _open_logged(browser, xray_server.url, width, height)
     try:
-        page.goto(xray_server.url)
-        page.wait_for_selector("#examples img", timeout=WAIT_MS)
         page.locator("#method-guide").get_by_text("Method guide").click()
         page.wait_for_selector("#method-guide-table table", timeout=30_000)
         assert page.locator("#method-guide-table tbody tr").count() == len(views.guide.QUESTIONS)
