@@ -306,12 +306,17 @@ def test_train_live_in_chromium_trains_and_stops(browser, streamlit_url, artifac
                                timeout=120_000)  # the form shows the preset's values before Train sends them
         page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=120_000)
         click_until(page, page.get_by_role("button", name="Train"), "text=/Epoch \\d+ of 40/")
-        page.wait_for_selector("text=Epoch 3 of 40 done", timeout=300_000)
+        # any epoch from the second on: one epoch lasts about a second here and the frontend may never draw a given
+        # progress text (seen in CI: waiting for exactly "Epoch 3 of 40 done" missed it), so poll for a range
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('[data-testid=\"stProgress\"]')].some(p => {"
+            " const m = p.innerText.match(/Epoch (\\d+) of 40 done/); return m && +m[1] >= 2; })",
+            polling=100, timeout=300_000)
         page.get_by_role("button", name="Stop").click()
         page.wait_for_selector("text=Stopped after epoch", timeout=120_000)
         page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=120_000)
         stopped = page.get_by_text("Stopped after epoch").inner_text()
-        assert "of 40" in stopped and int(stopped.split("epoch ")[1].split(" ")[0]) < 40
+        assert "of 40" in stopped and 2 <= int(stopped.split("epoch ")[1].split(" ")[0]) < 40
         assert page.locator("[data-testid='stException']").count() == 0
         wait_for_plots(page, 1)
         full_screenshot(page, artifacts / "lesson_train_live.png")
