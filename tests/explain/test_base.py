@@ -37,6 +37,38 @@ def leftovers(net: nn.Module) -> list[str]:
     return hooks_left(net) + (["torch function mode"] if torch._C._len_torch_function_stack() else [])
 
 
+def assert_concurrent_maps_match(net: nn.Module, xs: list[torch.Tensor], jobs: list[tuple[str, int]],
+                                 options: dict[str, dict], repeats: int) -> None:
+    """Run every (method, image index) job ``repeats`` times in its own thread, all started at once on ``net``: each
+    map must equal the same call made alone, and no hook may stay on the model."""
+    expected = [explain(net, xs[i], m, **options.get(m, {}))[0].heatmap for m, i in jobs]
+    barrier = threading.Barrier(len(jobs))
+    results: dict[int, list[np.ndarray]] = {k: [] for k in range(len(jobs))}
+    errors: list[BaseException] = []
+
+    def run(k: int) -> None:
+        method, i = jobs[k]
+        try:
+            barrier.wait()
+            for _ in range(repeats):
+                results[k].append(explain(net, xs[i], method, **options.get(method, {}))[0].heatmap)
+        except BaseException as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for k, maps in results.items():
+        assert len(maps) == repeats
+        for m in maps:
+            np.testing.assert_allclose(m, expected[k], rtol=1e-5, atol=1e-7 * np.abs(expected[k]).max(),
+                                       err_msg=str(jobs[k]))
+    assert leftovers(net) == []
+
+
 def test_the_registry_describes_every_method_and_its_parameters():
     for name in FAST:
         info = METHODS[name]
@@ -168,31 +200,7 @@ def test_concurrent_explanations_on_one_model_get_their_own_maps():
     xs = [image(1, 32, seed=s) for s in (1, 2)]
     jobs = [("grad_cam", 0), ("saliency", 1), ("guided_backprop", 0), ("layer_cam", 1), ("guided_grad_cam", 1),
             ("saliency", 0), ("smoothgrad", 1)]
-    expected = [explain(net, xs[i], m, **FAST[m])[0].heatmap for m, i in jobs]
-    barrier = threading.Barrier(len(jobs))
-    results: dict[int, list[np.ndarray]] = {k: [] for k in range(len(jobs))}
-    errors: list[BaseException] = []
-
-    def run(k: int) -> None:
-        method, i = jobs[k]
-        try:
-            barrier.wait()
-            for _ in range(6):
-                results[k].append(explain(net, xs[i], method, **FAST[method])[0].heatmap)
-        except BaseException as err:
-            errors.append(err)
-
-    threads = [threading.Thread(target=run, args=(k,)) for k in range(len(jobs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
-    for k, maps in results.items():
-        assert len(maps) == 6
-        for m in maps:
-            np.testing.assert_allclose(m, expected[k], rtol=1e-5, atol=1e-7, err_msg=str(jobs[k]))
-    assert leftovers(net) == []
+    assert_concurrent_maps_match(net, xs, jobs, FAST, repeats=6)
 
 
 def test_capture_only_sees_forward_passes_of_its_own_thread():

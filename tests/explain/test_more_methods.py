@@ -3,7 +3,6 @@ test_base checks it for the first methods): registry entries, results, seeds and
 its bounds and choices, hooks gone after errors and cancels, and concurrent calls on one shared model."""
 
 import copy
-import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -15,7 +14,7 @@ from core.explain import METHODS, explain, quality, replicas, warm_up
 from core.explain.base import resolve_params
 from tests.explain.devices import DEVICES, on
 from tests.explain.nets import TinyGapNet, image, small_resnet
-from tests.explain.test_base import Exploding, leftovers, loaded
+from tests.explain.test_base import Exploding, assert_concurrent_maps_match, leftovers, loaded
 
 NEW = {"lrp": {}, "deeplift": {}, "gradient_shap": {"n_samples": 3}, "score_cam": {"batch": 8},
        "hires_cam": {}, "eigen_cam": {}, "xgrad_cam": {}}
@@ -126,32 +125,7 @@ def test_concurrent_explanations_on_one_model_get_their_own_maps():
     xs = [image(1, 32, seed=s) for s in (1, 2)]
     jobs = [("lrp", 0), ("deeplift", 1), ("grad_cam", 0), ("lrp", 1), ("score_cam", 1), ("saliency", 0),
             ("deeplift", 0), ("gradient_shap", 1), ("eigen_cam", 0)]
-    expected = [explain(net, xs[i], m, **NEW.get(m, {}))[0].heatmap for m, i in jobs]
-    barrier = threading.Barrier(len(jobs))
-    results: dict[int, list[np.ndarray]] = {k: [] for k in range(len(jobs))}
-    errors: list[BaseException] = []
-
-    def run(k: int) -> None:
-        method, i = jobs[k]
-        try:
-            barrier.wait()
-            for _ in range(4):
-                results[k].append(explain(net, xs[i], method, **NEW.get(method, {}))[0].heatmap)
-        except BaseException as err:
-            errors.append(err)
-
-    threads = [threading.Thread(target=run, args=(k,)) for k in range(len(jobs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
-    for k, maps in results.items():
-        assert len(maps) == 4
-        for m in maps:
-            np.testing.assert_allclose(m, expected[k], rtol=1e-5, atol=1e-7 * np.abs(expected[k]).max(),
-                                       err_msg=str(jobs[k]))
-    assert leftovers(net) == []
+    assert_concurrent_maps_match(net, xs, jobs, NEW, repeats=4)
 
 
 def test_warm_up_traces_once_and_models_of_the_same_architecture_never_trace_again(monkeypatch):
