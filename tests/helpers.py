@@ -91,6 +91,16 @@ def cpu_during(pid: int, seconds: float) -> float:
     return cpu_seconds(pid) - start
 
 
+def cpu_settled(pid: int, below: float, window: float = 3.0, within: float = 20.0) -> float:
+    """CPU seconds a process used in its first ``window`` under ``below`` within ``within`` seconds (or in the last
+    window tried): after a cancel, a batch already running on a slow machine may still outlast one fixed window."""
+    deadline = time.monotonic() + within
+    used = cpu_during(pid, window)
+    while used >= below and time.monotonic() < deadline:
+        used = cpu_during(pid, window)
+    return used
+
+
 # Browser layout checks shared by the classroom and X-ray layout tests (run with page.evaluate).
 # Words of the elements matched by a selector that are split over two lines ("delet" / "ion").
 BROKEN_WORDS = """(selector) => {

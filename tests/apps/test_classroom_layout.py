@@ -98,6 +98,8 @@ def _open(browser, url: str, title: str, width: int, height: int):
     page.on("request", lambda request: page.requests.append(request.url))
     page.goto(url)  # through the navigation: direct page URLs bypass st.navigation
     page.get_by_role("link", name=title).first.click(timeout=120_000)
+    # the page's own heading first: the home page has the same footer, so the footer alone can match before it goes
+    page.wait_for_function("t => (document.querySelector('h1') || {}).innerText === t", arg=title, timeout=WAIT_MS)
     page.wait_for_selector("text=Mendeley Data", timeout=WAIT_MS)
     page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=WAIT_MS)
     page.wait_for_timeout(1500)

@@ -26,6 +26,7 @@ def test_a_request_over_the_quota_is_answered_with_the_quota_message(app, browse
     page = browser.new_page(viewport={"width": 1440, "height": 900})
     try:
         page.goto(app.url)
+        page.wait_for_selector("#upload input[type=file]", state="attached", timeout=180_000)  # a cold first load
         page.locator("#upload input[type=file]").set_input_files(str(image))
         page.locator("#map-0 img").wait_for(timeout=120_000)
         page.wait_for_function("(document.querySelector('#trust-0') || {innerText: ''}).innerText"

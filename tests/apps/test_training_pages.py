@@ -312,7 +312,7 @@ def test_train_live_in_chromium_trains_and_stops(browser, streamlit_url, artifac
             "() => [...document.querySelectorAll('[data-testid=\"stProgress\"]')].some(p => {"
             " const m = p.innerText.match(/Epoch (\\d+) of 40 done/); return m && +m[1] >= 2; })",
             polling=100, timeout=300_000)
-        page.get_by_role("button", name="Stop").click()
+        page.get_by_test_id("stMain").get_by_role("button", name="Stop", exact=True).click()  # not the toolbar's
         page.wait_for_selector("text=Stopped after epoch", timeout=120_000)
         page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=120_000)
         stopped = page.get_by_text("Stopped after epoch").inner_text()

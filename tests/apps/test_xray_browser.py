@@ -116,10 +116,12 @@ def test_own_checkpoint_and_report(browser, xray_server, artifacts, tmp_path):
         assert "NORMAL ·" in page.locator("#status").inner_text()
 
         page.get_by_text("Use your own checkpoint").click()
-        page.locator("#ckpt-file input[type=file]").set_input_files(str(weights))
+        with page.expect_response(lambda r: "/gradio_api/upload" in r.url and r.request.method == "POST",
+                                  timeout=WAIT_MS):  # a 45 MB file: Load before its upload ends finds no file
+            page.locator("#ckpt-file input[type=file]").set_input_files(str(weights))
         page.get_by_label("Class names, comma-separated").fill("NORMAL, VIRAL, BACTERIAL")
         page.get_by_label("Input size (pixels)").fill("64")
-        page.wait_for_timeout(1000)  # let the weights upload finish
+        page.wait_for_timeout(500)  # the component takes the returned path
         page.locator("#ckpt-load").click()
         page.wait_for_function("document.querySelector('#ckpt-note').innerText.includes('layer4.1.relu')",
                                timeout=WAIT_MS)

@@ -203,8 +203,10 @@ def test_busy_explain_stop_and_a_corrupt_checkpoint_are_answered(browser, xray_s
         weights = tmp_path / "broken.pt"
         corrupt_checkpoint(weights)
         page.get_by_text("Use your own checkpoint").click()
-        page.locator("#ckpt-file input[type=file]").set_input_files(str(weights))
-        page.wait_for_timeout(1000)  # let the upload finish
+        with page.expect_response(lambda r: "/gradio_api/upload" in r.url and r.request.method == "POST",
+                                  timeout=WAIT_MS):  # Load before the upload ends would find no file
+            page.locator("#ckpt-file input[type=file]").set_input_files(str(weights))
+        page.wait_for_timeout(500)  # the component takes the returned path
         page.locator("#ckpt-load").click()
         page.wait_for_function("document.querySelector('#ckpt-note').innerText.includes('corrupt')", timeout=WAIT_MS)
         note = page.locator("#ckpt-note").inner_text()
