@@ -17,6 +17,7 @@ import torch
 
 if TYPE_CHECKING:
     from numpy.typing import DTypeLike
+    from playwright.sync_api import Page
     from streamlit.testing.v1 import AppTest
     from torch import nn
 
@@ -122,6 +123,14 @@ BROKEN_WORDS = """(selector) => {
 # Elements whose content is wider than their box (clipped, scrolled or ellipsised).
 OVERFLOWING = """(selector) => [...document.querySelectorAll(selector)]
   .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.innerText)"""
+
+
+def upload_and_wait(page: Page, selector: str, path: Path, timeout_ms: float) -> None:
+    """Give a Gradio file input ``path`` and wait for the upload's response: a click that needs the file before then
+    finds none (a 45 MB checkpoint takes seconds on busy cores)."""
+    with page.expect_response(lambda r: "/gradio_api/upload" in r.url and r.request.method == "POST",
+                              timeout=timeout_ms):
+        page.locator(selector).set_input_files(str(path))
 
 
 def corrupt_checkpoint(path: Path) -> None:

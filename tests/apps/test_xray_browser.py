@@ -14,6 +14,8 @@ import torch
 from PIL import Image
 from torchvision import models as tvm
 
+from tests.helpers import upload_and_wait
+
 pytestmark = [pytest.mark.browser, pytest.mark.data]
 WAIT_MS = 120_000  # generous: CI shares two cores between the server, the browser and pytest
 
@@ -116,9 +118,7 @@ def test_own_checkpoint_and_report(browser, xray_server, artifacts, tmp_path):
         assert "NORMAL ·" in page.locator("#status").inner_text()
 
         page.get_by_text("Use your own checkpoint").click()
-        with page.expect_response(lambda r: "/gradio_api/upload" in r.url and r.request.method == "POST",
-                                  timeout=WAIT_MS):  # a 45 MB file: Load before its upload ends finds no file
-            page.locator("#ckpt-file input[type=file]").set_input_files(str(weights))
+        upload_and_wait(page, "#ckpt-file input[type=file]", weights, WAIT_MS)
         page.get_by_label("Class names, comma-separated").fill("NORMAL, VIRAL, BACTERIAL")
         page.get_by_label("Input size (pixels)").fill("64")
         page.wait_for_timeout(500)  # the component takes the returned path

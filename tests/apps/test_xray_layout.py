@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from apps.xray import views
-from tests.helpers import BROKEN_WORDS, OVERFLOWING, corrupt_checkpoint
+from tests.helpers import BROKEN_WORDS, OVERFLOWING, corrupt_checkpoint, upload_and_wait
 
 pytestmark = [pytest.mark.browser, pytest.mark.data]
 WAIT_MS = 180_000  # two shared cores run the server, the browser and pytest
@@ -203,9 +203,7 @@ def test_busy_explain_stop_and_a_corrupt_checkpoint_are_answered(browser, xray_s
         weights = tmp_path / "broken.pt"
         corrupt_checkpoint(weights)
         page.get_by_text("Use your own checkpoint").click()
-        with page.expect_response(lambda r: "/gradio_api/upload" in r.url and r.request.method == "POST",
-                                  timeout=WAIT_MS):  # Load before the upload ends would find no file
-            page.locator("#ckpt-file input[type=file]").set_input_files(str(weights))
+        upload_and_wait(page, "#ckpt-file input[type=file]", weights, WAIT_MS)
         page.wait_for_timeout(500)  # the component takes the returned path
         page.locator("#ckpt-load").click()
         page.wait_for_function("document.querySelector('#ckpt-note').innerText.includes('corrupt')", timeout=WAIT_MS)
