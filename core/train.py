@@ -26,7 +26,14 @@ from core.data import CLASS_NAMES, data_dir, index_folder, load_tensors, patient
 from core.distill import distillation_loss, ensemble_logits
 from core.evaluate import binary_metrics
 from core.nets import WideResNet18
-from core.zoo import DISCLAIMER, Preprocessing, instantiate, save_checkpoint, spec_from_checkpoint
+from core.zoo import (
+    DISCLAIMER,
+    Preprocessing,
+    instantiate,
+    read_checkpoint_config,
+    save_checkpoint,
+    spec_from_checkpoint,
+)
 
 
 class RandomGamma(v2.Transform):
@@ -96,6 +103,14 @@ def load_teacher(path: Path, mean: float, std: float, size: int) -> nn.Module:
     return teacher
 
 
+def teacher_lineage(path: Path) -> dict:
+    """What a teacher checkpoint was trained with, its own teachers' lineage included: a student distilled from a
+    chain of students carries every recipe that reproduces it, not just a path that may since hold other weights."""
+    config = read_checkpoint_config(path)
+    return {"file": Path(path).name, "recipe": config.get("recipe", {}), "epoch": config.get("epoch"),
+            "teachers": config.get("teachers", [])}
+
+
 def train(args: argparse.Namespace) -> dict:
     """Run training and write the best checkpoint; returns its metrics on validation (and new patients)."""
     torch.manual_seed(args.seed)
@@ -137,6 +152,7 @@ def train(args: argparse.Namespace) -> dict:
         "seed": args.split_seed,  # the split's seed: zoo rebuilds the validation fold from it
         "val_fraction": args.val_fraction, "limit": args.limit, "val_digest": split_digest(val_idx),
         "recipe": {k: _plain(v) for k, v in vars(args).items() if k not in ("out", "data")},
+        "teachers": [teacher_lineage(path) for path in args.teacher],
         "description": f"ResNet-18 topology at width {args.width}, {args.size} px grayscale, "
                        f"trained from scratch on pediatric chest X-rays. {DISCLAIMER}",
     }

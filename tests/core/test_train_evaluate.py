@@ -141,5 +141,13 @@ def test_a_student_distils_from_a_teacher_on_the_same_held_out_fold(tmp_path):
     assert second["n_val"] == first["n_val"]
     recipe = zoo.read_checkpoint_config(student)["recipe"]
     assert recipe["teacher"] == [str(teacher)] and recipe["temperature"] == 3.0
+    # the student's metadata carries its teacher's own recipe, and a grand-student carries both generations
+    lineage = zoo.read_checkpoint_config(student)["teachers"]
+    assert [t["recipe"]["seed"] for t in lineage] == [0] and lineage[0]["teachers"] == []
+    grand = tmp_path / "grand.safetensors"
+    train.train(train.parse_args([*common, "--out", str(grand), "--seed", "6", "--epochs", "1", "--teacher",
+                                  str(student)]))
+    chain = zoo.read_checkpoint_config(grand)["teachers"]
+    assert chain[0]["recipe"]["seed"] == 5 and chain[0]["teachers"][0]["recipe"]["seed"] == 0
     with pytest.raises(SystemExit, match="teacher"):  # a teacher that reads another input size is refused
         train.train(train.parse_args([*common, "--size", "40", "--teacher", str(teacher)]))
