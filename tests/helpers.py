@@ -1,9 +1,10 @@
 """Helpers shared by the tests: classroom pages under AppTest, the plotly charts they draw and the arrays inside
-them, hooks left on a model, and a process's CPU time."""
+them, hooks left on a model, a process's CPU time, and a bundled-model case found among the new-patient films."""
 
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
 import os
@@ -141,3 +142,26 @@ def corrupt_checkpoint(path: Path) -> None:
     pickled = zipfile.ZipFile(io.BytesIO(bytes(data))).read("archive/data.pkl")
     data[bytes(data).find(pickled) + 5] = ord("s")
     path.write_bytes(bytes(data))
+
+
+# ------------------------------------------------------------------------------------------ bundled-model cases
+
+
+@functools.cache
+def film_between_threshold_and_half(margin: float = 0.03) -> Path:
+    """The first new-patient film whose calibrated P(PNEUMONIA) under the bundled model lies between its operating
+    threshold and one half, ``margin`` away from both (another CPU's rounding cannot move it across): the prediction
+    card says PNEUMONIA while the softmax arg-max says NORMAL. Found, not named, so it holds for any bundled weights."""
+    from core.data import external_dir
+    from core.io import load_image
+    from core.trust import assess
+    from core.zoo import load_model
+
+    folder = external_dir()
+    assert folder is not None, "the new-patient folder is missing (set CNNLENS_DATA)"
+    model = load_model("cxr-resnet18")
+    for path in sorted(folder.glob("*/*")):
+        found = assess(model, load_image(path))
+        if found.threshold is not None and found.threshold + margin <= found.probability <= 0.5 - margin:
+            return path
+    raise AssertionError("no new-patient film lies between the operating threshold and one half")

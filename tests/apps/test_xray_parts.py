@@ -20,12 +20,12 @@ from apps.xray.models import USER_PREFIX, get_model, load_user_checkpoint, parse
 from apps.xray.report import build_figure, delete_reports, write_report
 from apps.xray.session import MAX_PANELS, Panel
 from apps.xray.uploads import UploadError, UploadJanitor
-from core.data import external_dir
 from core.explain import METHODS, explain, guide, quality
 from core.explain.augment import explain_augmented
 from core.explain.base import Param
 from core.io import LoadedImage, load_image
 from core.zoo import DISCLAIMER, ModelUnavailable, load_model, predict
+from tests.helpers import film_between_threshold_and_half
 
 RAMP = np.tile(np.linspace(0.1, 0.9, 192, dtype=np.float32), (160, 1))  # a 192 x 160 grey test image
 
@@ -304,12 +304,9 @@ def test_summary_is_plain_json(session):
 
 @pytest.mark.data
 def test_predicted_class_is_the_class_on_the_card_not_the_arg_max():
-    """A new-patient film whose calibrated P(PNEUMONIA) (about 0.37) lies between the operating threshold (about
-    0.30) and one half: the card says PNEUMONIA, the softmax arg-max NORMAL; the map must explain the card's."""
-    folder = external_dir()
-    assert folder is not None, "the new-patient folder is missing (set CNNLENS_DATA)"
-    between = analysis.open_session(load_image(folder / "NORMAL" / "NORMAL2-IM-0135-0001.jpeg"), "x", "cxr-resnet18",
-                                    uploaded=False)
+    """A new-patient film whose calibrated P(PNEUMONIA) lies between the operating threshold and one half: the card
+    says PNEUMONIA, the softmax arg-max NORMAL; the map must explain the card's."""
+    between = analysis.open_session(load_image(film_between_threshold_and_half()), "x", "cxr-resnet18", uploaded=False)
     names = load_model("cxr-resnet18").spec.class_names
     argmax = max(between.probabilities, key=between.probabilities.get)
     assert between.assessment.label != argmax  # the case this test is about

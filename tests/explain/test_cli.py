@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.data import data_dir, external_dir
+from core.data import data_dir
 from core.explain import explain
 from core.explain.__main__ import COLUMNS, main
 from core.explain.augment import explain_augmented
@@ -16,10 +16,7 @@ from core.explain.quality import deletion
 from core.io import load_image
 from core.trust import assess
 from core.zoo import get_spec, predict, preprocess
-
-# A new-patient film whose calibrated P(PNEUMONIA) (about 0.37) lies between the operating threshold (about 0.30)
-# and one half: the prediction card says PNEUMONIA while the softmax arg-max says NORMAL.
-BETWEEN = ("NORMAL", "NORMAL2-IM-0135-0001.jpeg")
+from tests.helpers import film_between_threshold_and_half
 
 
 @pytest.fixture(scope="module")
@@ -78,9 +75,7 @@ def test_cli_params_target_and_no_quality(xray_files, tmp_path):
 def test_cli_explains_the_class_at_the_operating_threshold_and_averages_augmented_maps(tmp_path, bundled):
     """The CLI's prediction and default target are the apps' card class, not the arg-max; --augment N gives
     core.explain.augment's average of N copies."""
-    folder = external_dir()
-    assert folder is not None, "the new-patient folder is missing (set CNNLENS_DATA)"
-    path = folder.joinpath(*BETWEEN)
+    path = film_between_threshold_and_half()  # the prediction card says PNEUMONIA, the softmax arg-max NORMAL
     image = load_image(path)
     x = preprocess(image, bundled.spec.preprocessing)
     card = assess(bundled, image).label
