@@ -40,7 +40,8 @@ def fit_trust(labels: np.ndarray, logits: np.ndarray, features: torch.Tensor, tr
     """Every trust value fitted on one labelled set (plus the training features for the gate)."""
     temperature, bias = fit_platt(logits, labels)
     probs = scaled_probabilities(logits, temperature, bias)
-    rule = f"highest threshold on calibrated P({CLASS_NAMES[1]}) with sensitivity >= {sensitivity:.2f}"
+    rule = (f"highest threshold on calibrated P({CLASS_NAMES[1]}) with sensitivity >= {sensitivity:.2f}, "
+            "placed halfway down to the next lower score")
     gate = OodGate.fit(train_features, torch.as_tensor(train_labels), features, ood_quantile)
     return Trust(temperature, bias, screening_threshold(labels, probs[:, 1], sensitivity), rule, alpha,
                  conformal_quantile(probs, labels, alpha), gate, fitted_on)

@@ -148,20 +148,24 @@ def corrupt_checkpoint(path: Path) -> None:
 
 
 @functools.cache
-def film_between_threshold_and_half(margin: float = 0.03) -> Path:
-    """The first new-patient film whose calibrated P(PNEUMONIA) under the bundled model lies between its operating
-    threshold and one half, ``margin`` away from both (another CPU's rounding cannot move it across): the prediction
-    card says PNEUMONIA while the softmax arg-max says NORMAL. Found, not named, so it holds for any bundled weights."""
+def film_where_card_and_argmax_differ(margin: float = 0.005) -> Path:
+    """The first new-patient film on which the bundled model's prediction card (calibrated probability against the
+    operating threshold) and its raw softmax arg-max name different classes, each at least ``margin`` from its own
+    line (another CPU's rounding cannot move it across). Found, not named, so it holds for any bundled weights."""
     from core.data import external_dir
     from core.io import load_image
     from core.trust import assess
-    from core.zoo import load_model
+    from core.zoo import load_model, predict, preprocess
 
     folder = external_dir()
     assert folder is not None, "the new-patient folder is missing (set CNNLENS_DATA)"
     model = load_model("cxr-resnet18")
     for path in sorted(folder.glob("*/*")):
-        found = assess(model, load_image(path))
-        if found.threshold is not None and found.threshold + margin <= found.probability <= 0.5 - margin:
+        image = load_image(path)
+        card = assess(model, image)
+        raw = float(predict(model, preprocess(image, model.spec.preprocessing))[0, 1])
+        assert card.threshold is not None, "the bundled model has no operating threshold"
+        if (min(abs(card.probability - card.threshold), abs(raw - 0.5)) >= margin
+                and (card.probability >= card.threshold) != (raw >= 0.5)):
             return path
-    raise AssertionError("no new-patient film lies between the operating threshold and one half")
+    raise AssertionError("on no new-patient film do the prediction card and the softmax arg-max disagree")

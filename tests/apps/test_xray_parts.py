@@ -25,7 +25,7 @@ from core.explain.augment import explain_augmented
 from core.explain.base import Param
 from core.io import LoadedImage, load_image
 from core.zoo import DISCLAIMER, ModelUnavailable, load_model, predict
-from tests.helpers import film_between_threshold_and_half
+from tests.helpers import film_where_card_and_argmax_differ
 
 RAMP = np.tile(np.linspace(0.1, 0.9, 192, dtype=np.float32), (160, 1))  # a 192 x 160 grey test image
 
@@ -304,9 +304,10 @@ def test_summary_is_plain_json(session):
 
 @pytest.mark.data
 def test_predicted_class_is_the_class_on_the_card_not_the_arg_max():
-    """A new-patient film whose calibrated P(PNEUMONIA) lies between the operating threshold and one half: the card
-    says PNEUMONIA, the softmax arg-max NORMAL; the map must explain the card's."""
-    between = analysis.open_session(load_image(film_between_threshold_and_half()), "x", "cxr-resnet18", uploaded=False)
+    """A new-patient film on which the card (calibrated probability against the operating threshold) and the softmax
+    arg-max name different classes: the map must explain the card's."""
+    film = load_image(film_where_card_and_argmax_differ())
+    between = analysis.open_session(film, "x", "cxr-resnet18", uploaded=False)
     names = load_model("cxr-resnet18").spec.class_names
     argmax = max(between.probabilities, key=between.probabilities.get)
     assert between.assessment.label != argmax  # the case this test is about
