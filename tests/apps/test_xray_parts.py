@@ -242,9 +242,9 @@ def test_trust_figures_match_core_quality(session, monkeypatch):
     assert len(calls) == analysis.SANITY_COPIES  # the map on the board is reused, not recomputed
     loaded = load_model("cxr-resnet18")
     e = panel.explanation
-    # the fills bench/faithfulness.py chose (deletion: the training mean, zero input; insertion: onto a blur), so the
-    # readings can quote Grad-CAM's record there
-    expected = quality.deletion(loaded, session.x, e.heatmap, 0, steps=analysis.CURVE_STEPS, baseline="zero")
+    # the fills bench/faithfulness.py chose (deletion: into a blurred copy; insertion: onto a blur), so the readings
+    # can quote Grad-CAM's record there
+    expected = quality.deletion(loaded, session.x, e.heatmap, 0, steps=analysis.CURVE_STEPS, baseline="blur")
     assert figures.deletion.auc == pytest.approx(expected.auc, abs=1e-6)
     inserted = quality.insertion(loaded, session.x, e.heatmap, 0, steps=analysis.CURVE_STEPS, baseline="blur")
     assert figures.insertion.auc == pytest.approx(inserted.auc, abs=1e-6)
