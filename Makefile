@@ -41,7 +41,7 @@ bench: install-dev
 	$(PY) -m bench.trust
 
 # Reproduce the bundled weights: three generations of one recipe, each a born-again student of the one before
-# (the same size, seeds 0, 2, 3; about 42 + 54 + 56 min on 2 CPU cores), then fit the trust data on the new patients.
+# (the same size, seeds 0, 2, 3; about 42 + 54 + 55 min on 2 CPU cores), then fit the trust data on the new patients.
 RECIPE = --data $(DATA)/train --size 192 --width 32 --epochs 26 --augment strong --ema 0.99 \
 	--external $(DATA)/external --select external --threads 1
 LINEAGE := build/lineage
