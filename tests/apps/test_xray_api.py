@@ -96,7 +96,8 @@ def test_grad_cam_overlay_and_quality_match_core(xray_client, xray_server):
     assert summary["target"] == expected.target and summary["target_name"] == expected.target_name
     assert summary["score"] == pytest.approx(expected.score, abs=1e-5)
     assert summary["seconds"] > 0 and summary["disclaimer"] == DISCLAIMER
-    deletion = quality.deletion(loaded, x, expected.heatmap, expected.target, steps=32, baseline="blur")
+    deletion = quality.deletion(loaded, x, expected.heatmap, expected.target, steps=32,
+                                baseline=quality.DELETION_BASELINE)
     insertion = quality.insertion(loaded, x, expected.heatmap, expected.target, steps=32)
     q = summary["quality"]
     assert q["deletion_auc"] == pytest.approx(deletion.auc, abs=1e-3)

@@ -242,11 +242,13 @@ def test_trust_figures_match_core_quality(session, monkeypatch):
     assert len(calls) == analysis.SANITY_COPIES  # the map on the board is reused, not recomputed
     loaded = load_model("cxr-resnet18")
     e = panel.explanation
-    # the fills bench/faithfulness.py chose (deletion: into a blurred copy; insertion: onto a blur), so the readings
-    # can quote Grad-CAM's record there
-    expected = quality.deletion(loaded, session.x, e.heatmap, 0, steps=analysis.CURVE_STEPS, baseline="blur")
+    # the fills bench/faithfulness.py chose (quality.DELETION_BASELINE, INSERTION_BASELINE; test_quality pins them), so
+    # the readings can quote Grad-CAM's record there
+    expected = quality.deletion(loaded, session.x, e.heatmap, 0, steps=analysis.CURVE_STEPS,
+                                baseline=quality.DELETION_BASELINE)
     assert figures.deletion.auc == pytest.approx(expected.auc, abs=1e-6)
-    inserted = quality.insertion(loaded, session.x, e.heatmap, 0, steps=analysis.CURVE_STEPS, baseline="blur")
+    inserted = quality.insertion(loaded, session.x, e.heatmap, 0, steps=analysis.CURVE_STEPS,
+                                 baseline=quality.INSERTION_BASELINE)
     assert figures.insertion.auc == pytest.approx(inserted.auc, abs=1e-6)
     assert all(f"{quality.MEASURED_IMAGES} new-patient films" in r for r in figures.readings[:2])
     rhos = []

@@ -522,19 +522,20 @@ def test_trust_equals_its_parts_and_takes_a_cached_reference(trained_net, monkey
     e = explain(trained_net, x, "grad_cam")[0]
     reference = reference_curves(trained_net, x, e.target, seeds=(0, 1), grid=4, steps=8)
     maps = [random_map((SIDE, SIDE), s, 4) for s in (0, 1)]
-    by_hand = [deletion(trained_net, x, m, e.target, steps=8, baseline="blur") for m in maps]
+    by_hand = [deletion(trained_net, x, m, e.target, steps=8, baseline=quality.DELETION_BASELINE) for m in maps]
     assert reference.deletion.auc == pytest.approx(np.mean([c.auc for c in by_hand]), abs=1e-6)
     np.testing.assert_allclose(reference.deletion.scores, np.mean([c.scores for c in by_hand], 0), atol=1e-6)
-    assert (reference.target, reference.seeds, reference.grid, reference.baseline) == (e.target, (0, 1), 4, "blur")
-    assert reference.insertion_baseline == "blur"
+    assert (reference.target, reference.seeds, reference.grid, reference.baseline) == (
+        e.target, (0, 1), 4, quality.DELETION_BASELINE)
+    assert reference.insertion_baseline == quality.INSERTION_BASELINE
     assert reference.deletion_aucs == pytest.approx([c.auc for c in by_hand], abs=1e-9)
-    assert reference.insertion_aucs == pytest.approx(
-        [insertion(trained_net, x, m, e.target, steps=8, baseline="blur").auc for m in maps], abs=1e-9)
+    inserted = [insertion(trained_net, x, m, e.target, steps=8, baseline=quality.INSERTION_BASELINE) for m in maps]
+    assert reference.insertion_aucs == pytest.approx([c.auc for c in inserted], abs=1e-9)
     seen: list[float] = []
     result = trust(trained_net, x, e, steps=8, reference=reference, copies=3, progress=seen.append)
     assert isinstance(result, Trust) and result.reference is reference
     assert result.deletion.auc == pytest.approx(deletion(trained_net, x, e.heatmap, e.target, steps=8,
-                                                         baseline="blur").auc, abs=1e-6)
+                                                         baseline=quality.DELETION_BASELINE).auc, abs=1e-6)
     assert result.insertion.auc == pytest.approx(insertion(trained_net, x, e.heatmap, e.target, steps=8).auc,
                                                  abs=1e-6)
     assert result.sanity.trained is e
