@@ -1,9 +1,9 @@
 """Faithfulness of every registered explainer on new patients: how often a method's map beats smooth random maps.
 
-On ``--images`` films of the new-patient folder (``core.data.external_dir()``, evenly spaced over its sorted
-NORMAL and PNEUMONIA files) and the bundled model ``cxr-resnet18``, each method explains the predicted class (the
-class on the apps' prediction card: at the operating threshold, ``core.trust``) and its map is scored against the
-random-map reference of the app (``quality.random_map``, seeds 0-2, 10 x 10 grid, averaged as
+On ``--images`` films of the new-patient folder (``core.data.external_dir()``, evenly spaced over its sorted NORMAL
+and PNEUMONIA files) and the bundled model ``cxr-resnet18`` (or a candidate: ``--model``), each method explains the
+predicted class (the class on the apps' prediction card: at the operating threshold, ``core.trust``) and its map is
+scored against the random-map reference of the app (``quality.random_map``, seeds 0-2, 10 x 10 grid, averaged as
 ``quality.reference_curves``) under
 
 - deletion AUC (lower wins) and insertion AUC (higher wins) for every baseline in ``--baselines`` (what deleted
@@ -121,12 +121,12 @@ def same_map(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def measure(images: int, methods: Sequence[str], baselines: Sequence[str], steps: int,
-            fractions: Sequence[float], baseline_images: int = BASELINE_IMAGES) -> dict[str, Any]:
+            fractions: Sequence[float], baseline_images: int = BASELINE_IMAGES, model: str = BUNDLED) -> dict[str, Any]:
     """Per image: each method's figures and the random maps' figures (mean and spread). Every baseline is
     measured on the first ``baseline_images`` images, which choose one per curve (``choose``); the rest get the
     chosen ones only. A map equal to an earlier method's up to scale (``same_map``) reuses its figures."""
     torch.manual_seed(0)
-    loaded = load_model(BUNDLED, torch.device("cpu"))
+    loaded = load_model(model, torch.device("cpu"))
     paths = pick_images(images)
     records: list[dict[str, Any]] = []
     started = time.perf_counter()
@@ -161,7 +161,7 @@ def measure(images: int, methods: Sequence[str], baselines: Sequence[str], steps
         record["random_sd"] = {k: float(np.std([r[k] for r in randoms])) for k in randoms[0]}
         records.append(record)
     bar.close()
-    return {"model": BUNDLED, "images": len(paths), "methods": list(methods), "baselines": list(baselines),
+    return {"model": model, "images": len(paths), "methods": list(methods), "baselines": list(baselines),
             "baseline_images": min(baseline_images, len(paths)), "steps": steps, "fractions": list(fractions),
             "reference": {"seeds": list(REFERENCE_SEEDS), "grid": REFERENCE_GRID},
             "settings": {m: settings(m) for m in methods}, "input_size": loaded.spec.preprocessing.size,
@@ -252,11 +252,12 @@ def report(result: dict[str, Any], summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def measure_sanity(images: int, methods: Sequence[str], copies: int = SANITY_COPIES) -> dict[str, Any]:
+def measure_sanity(images: int, methods: Sequence[str], copies: int = SANITY_COPIES,
+                   model: str = BUNDLED) -> dict[str, Any]:
     """The sanity check's median |rho| per film and method on ``images`` of the films ``measure`` uses (the
     predicted class, the cheap settings), and per method the median over films."""
     torch.manual_seed(0)
-    loaded = load_model(BUNDLED, torch.device("cpu"))
+    loaded = load_model(model, torch.device("cpu"))
     paths = pick_images(images)
     started = time.perf_counter()
     per_film: dict[str, list[float]] = {m: [] for m in methods}
@@ -266,7 +267,7 @@ def measure_sanity(images: int, methods: Sequence[str], copies: int = SANITY_COP
         for method in methods:
             e = explain(loaded, x, method, target, **settings(method))[0]
             per_film[method].append(quality.sanity_check(loaded, x, e, copies=copies).median)
-    return {"model": BUNDLED, "images": len(paths), "copies": copies, "input_size": loaded.spec.preprocessing.size,
+    return {"model": model, "images": len(paths), "copies": copies, "input_size": loaded.spec.preprocessing.size,
             "threads": torch.get_num_threads(), "wall_seconds": time.perf_counter() - started, "per_film": per_film,
             "sanity": {m: float(np.median(v)) for m, v in per_film.items()}}
 
@@ -287,6 +288,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=50)
+    parser.add_argument("--model", default=BUNDLED,
+                        help="zoo name or checkpoint path (a candidate before it is bundled)")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated registry names")
     parser.add_argument("--baselines", default=",".join(BASELINES), help=f"of {', '.join(quality.CURVE_BASELINES)}")
     parser.add_argument("--baseline-images", type=int, default=BASELINE_IMAGES,
@@ -314,14 +317,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
     torch.set_num_threads(args.threads)
     if args.sanity:
-        checked = measure_sanity(args.images, methods, args.sanity_copies)
+        checked = measure_sanity(args.images, methods, args.sanity_copies, args.model)
         if args.save:
             with open(args.save, "w") as f:
                 json.dump(checked, f, indent=1)
         print(json.dumps(checked, indent=1) if args.json else sanity_report(checked))
         return
     result = measure(args.images, methods, [b for b in args.baselines.split(",") if b], args.steps,
-                     [float(f) for f in args.fractions.split(",")], args.baseline_images)
+                     [float(f) for f in args.fractions.split(",")], args.baseline_images, args.model)
     summary = summarise(result)
     if args.save:
         with open(args.save, "w") as f:

@@ -1,13 +1,15 @@
 """bench/faithfulness.py's arithmetic on hand-made per-image figures: who beats random, the baseline choice, the
-per-method table, and a --load round trip (the measurement itself needs the data folder and ~25 minutes)."""
+per-method table, a --load round trip and a one-film --model run (the whole measurement needs ~35 minutes)."""
 
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
 from bench import faithfulness as bench
+from core.zoo import BUNDLED, MODELS_DIR
 
 
 def record(methods: dict[str, dict[str, float]], random: dict[str, float], sd: float = 0.01) -> dict:
@@ -80,3 +82,13 @@ def test_report_and_load_round_trip(result, tmp_path, capsys):
 def test_unknown_methods_are_refused():
     with pytest.raises(SystemExit):
         bench.main(["--methods", "grad_cam,nonsense", "--images", "1"])
+
+
+def test_a_candidate_checkpoint_is_measured_instead_of_the_bundled_model(tmp_path, capsys):
+    """--model: the sanity check runs on the given checkpoint (one film, one method, two copies: a few seconds)."""
+    candidate = tmp_path / "candidate.safetensors"
+    shutil.copyfile(MODELS_DIR / f"{BUNDLED}.safetensors", candidate)
+    bench.main(["--sanity", "--images", "1", "--methods", "grad_cam", "--sanity-copies", "2", "--model",
+                str(candidate), "--json"])
+    checked = json.loads(capsys.readouterr().out)
+    assert checked["model"] == str(candidate) and checked["images"] == 1
