@@ -154,16 +154,16 @@ def film_where_card_and_argmax_differ(margin: float = 0.005) -> Path:
     line (another CPU's rounding cannot move it across). Found, not named, so it holds for any bundled weights."""
     from core.data import external_dir
     from core.io import load_image
-    from core.trust import assess
-    from core.zoo import load_model, predict, preprocess
+    from core.trust import interpret, logits_and_features
+    from core.zoo import load_model, preprocess
 
     folder = external_dir()
     assert folder is not None, "the new-patient folder is missing (set CNNLENS_DATA)"
     model = load_model("cxr-resnet18")
     for path in sorted(folder.glob("*/*")):
-        image = load_image(path)
-        card = assess(model, image)
-        raw = float(predict(model, preprocess(image, model.spec.preprocessing))[0, 1])
+        logits, features = logits_and_features(model, preprocess(load_image(path), model.spec.preprocessing))
+        card = interpret(model, logits, features)[0]  # the card's class, from the same forward as the arg-max
+        raw = float(torch.softmax(logits, 1)[0, 1])
         assert card.threshold is not None, "the bundled model has no operating threshold"
         if (min(abs(card.probability - card.threshold), abs(raw - 0.5)) >= margin
                 and (card.probability >= card.threshold) != (raw >= 0.5)):
